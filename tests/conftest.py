@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny random BERT with a WordPiece tokenizer, and tiny task files.
+
+Nothing here downloads anything or reads ../shared: every test builds what it needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import write_tiny_model, write_toy_dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) and its WordPiece tokenizer, as a folder."""
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def toy_data_dir(tmp_path_factory) -> Path:
+    """Separable toy versions of every task in the CS224N file format."""
+    return write_toy_dataset(tmp_path_factory.mktemp("toy-data"))
