@@ -63,8 +63,11 @@ def training_overrides(**given) -> dict:
     return given
 
 
-def command(func):
+def command(func=None, *, name: str | None = None):
     """Register a command whose user errors print one line and exit 1 (tracebacks with --debug)."""
+
+    if func is None:
+        return lambda f: command(f, name=name)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -76,7 +79,7 @@ def command(func):
             err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
 
-    return app.command()(wrapper)
+    return app.command(name=name)(wrapper)
 
 
 @command
@@ -122,6 +125,181 @@ def train(
     console.print(f"checkpoint: {result.best_checkpoint}")
 
 
+DbOpt = Annotated[Path, typer.Option("--db", help="The runs database.", envvar="POWERBERT_DB")]
+ExperimentArg = Annotated[Optional[str], typer.Argument(help="Experiment name or id; default: the latest.", show_default=False)]
+
+
+def open_store(db: Path):
+    from powerbert.store import Store
+
+    return Store(db)
+
+
+def pick_experiment(store, key: str | None):
+    if key is not None:
+        return store.get_experiment(key)
+    experiment = store.latest_experiment()
+    if experiment is None:
+        from powerbert.errors import ExperimentError
+
+        raise ExperimentError(f"no experiments in {store.path}: start one with `powerbert run`")
+    return experiment
+
+
+def parse_gpus(gpus: str | None) -> list[int] | None:
+    if gpus is None:
+        return None
+    if gpus.strip().lower() in ("", "none", "cpu"):
+        return []
+    try:
+        return [int(g) for g in gpus.split(",") if g.strip()]
+    except ValueError:
+        raise ValueError(f"--gpus '{gpus}': expected GPU indices like 0,1 (or 'cpu')") from None
+
+
+@command
+def run(
+    tasks: TasksOpt = None,
+    data_dir: DataDirOpt = None,
+    model: ModelOpt = None,
+    profile: ProfileOpt = None,
+    epochs: EpochsOpt = None,
+    max_train: MaxTrainOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+    seed: SeedOpt = None,
+    surgery: SurgeryOpt = None,
+    skip_bad_rows: SkipBadOpt = False,
+    precision: PrecisionOpt = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices to use, e.g. 0,1 ('cpu' for none); default: every GPU found.")] = None,
+    runs_per_gpu: Annotated[int, typer.Option("--runs-per-gpu", min=1, help="Runs sharing one GPU at a time.")] = 1,
+    max_parallel: Annotated[int, typer.Option("--max-parallel", min=1, help="Runs at once on a machine without a GPU (CPU threads are shared).")] = 1,
+    baselines: Annotated[bool, typer.Option("--baselines", help="Also train the paper's frozen-encoder and naive multitask baselines.")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="Experiment name; default: tasks and time.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints and logs (one subfolder per experiment).", envvar="POWERBERT_OUT")] = Path("runs"),
+    db: DbOpt = Path("runs.db"),
+    detach: Annotated[bool, typer.Option("--detach", help="Start and return at once; follow later with `powerbert watch`.")] = False,
+) -> None:
+    """Train every subset of the tasks (the power set) in the background, then ensemble them.
+
+    Follows the runs live; Ctrl-C detaches and the runs go on. With no arguments: the demo
+    experiment on the built-in data, a few minutes on a CPU.
+    """
+    from powerbert import experiments
+    from powerbert.live import follow, snapshot
+    from powerbert.profiles import default_profile, resolve_config
+    from powerbert.tasks import DEFAULT_TASKS
+
+    overrides = training_overrides(
+        tasks=tasks, data_dir=data_dir, model=model, epochs=epochs, max_train=max_train, lr=lr,
+        batch_size=batch_size, seed=seed, surgery=surgery, skip_bad_rows=skip_bad_rows, precision=precision,
+    )
+    profile = profile or default_profile(overrides.get("data_dir"))
+    config = resolve_config(profile, overrides)
+    if "tasks" not in overrides:
+        config.tasks = DEFAULT_TASKS
+    experiments.validate(config)
+    with open_store(db) as store:
+        exp = experiments.create_experiment(
+            store, config, name=name, profile=profile, out_root=out, gpus=parse_gpus(gpus),
+            runs_per_gpu=runs_per_gpu, max_parallel=max_parallel, baselines=baselines,
+        )
+        pid = experiments.launch(db, store, exp)
+        console.print(f"experiment [bold]{exp.name}[/bold]: {len(store.runs(exp.id))} runs, supervisor pid {pid}, logs in {exp.out_dir}")
+        if detach:
+            console.print(f"detached. Follow with: powerbert watch {exp.name} --db {db}")
+            return
+        try:
+            exp = follow(store, exp.id, console)
+        except KeyboardInterrupt:
+            console.print(f"\ndetached; the runs go on. Come back with: powerbert watch {exp.name} --db {db}")
+            return
+        finish_summary(store, exp)
+        _, runs, _ = snapshot(store, exp.id)
+        if any(r.status in ("failed", "lost") for r in runs):
+            raise typer.Exit(code=1)
+
+
+def finish_summary(store, exp) -> None:
+    from powerbert.results import experiment_report
+    from powerbert.report import render_table
+
+    if any(r.status == "finished" for r in store.runs(exp.id)):
+        console.print(render_table(experiment_report(store, exp)))
+        console.print(f"full report: powerbert report {exp.name}")
+
+
+@command
+def status(experiment: ExperimentArg = None, db: DbOpt = Path("runs.db")) -> None:
+    """Print the runs table of an experiment once."""
+    from powerbert.live import snapshot
+
+    with open_store(db) as store:
+        exp = pick_experiment(store, experiment)
+        console.print(snapshot(store, exp.id)[2])
+
+
+@command
+def watch(experiment: ExperimentArg = None, db: DbOpt = Path("runs.db")) -> None:
+    """Follow an experiment's runs live until it ends (Ctrl-C stops watching, not the runs)."""
+    from powerbert.live import follow
+
+    with open_store(db) as store:
+        exp = pick_experiment(store, experiment)
+        try:
+            exp = follow(store, exp.id, console)
+        except KeyboardInterrupt:
+            console.print("\nstopped watching; the runs go on.")
+            return
+        finish_summary(store, exp)
+
+
+@command(name="list")
+def list_experiments(db: DbOpt = Path("runs.db")) -> None:
+    """List the experiments in the database, newest first."""
+    from powerbert.live import experiments_table
+
+    with open_store(db) as store:
+        console.print(experiments_table(store))
+
+
+RunOrExperimentArg = Annotated[str, typer.Argument(help="An experiment (name or id), or one run as EXPERIMENT/SUBSET (e.g. exp1/sst+sts) or its id.")]
+
+
+@command
+def stop(
+    target: RunOrExperimentArg,
+    db: DbOpt = Path("runs.db"),
+    grace: Annotated[float, typer.Option("--grace", min=0.0, help="Seconds a worker gets to checkpoint before it is killed.")] = 30.0,
+) -> None:
+    """Stop a run or a whole experiment; stopped runs keep a checkpoint to resume from."""
+    from powerbert import experiments
+    from powerbert.results import run_label
+
+    with open_store(db) as store:
+        runs = experiments.stop(store, target, grace_s=grace)
+        for run in runs:
+            console.print(f"{run_label(run.subset, run.kind)}: {run.status}")
+
+
+@command
+def resume(target: RunOrExperimentArg, db: DbOpt = Path("runs.db")) -> None:
+    """Continue stopped, failed or lost runs from their last checkpoint, in the background."""
+    from powerbert import experiments
+    from powerbert.results import run_label
+
+    with open_store(db) as store:
+        exp, runs = experiments.resume(db, store, target)
+        for run in runs:
+            console.print(f"{run_label(run.subset, run.kind)}: {run.status}")
+        console.print(f"follow with: powerbert watch {exp.name} --db {db}")
+
+
 def main() -> None:
     """Entry point of the `powerbert` script."""
     app()
+
+
+# Commands that read finished experiments (ensemble, report, predict) live in their own module;
+# importing it registers them on `app`.
+from powerbert import cli_results  # noqa: E402,F401

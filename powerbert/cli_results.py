@@ -1,0 +1,3 @@
+"""`powerbert ensemble / report / predict`: commands over finished experiments."""
+
+from __future__ import annotations

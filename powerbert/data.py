@@ -1,0 +1,357 @@
+"""Reading and validating task files: turn a CS224N-format file into checked `Example`s.
+
+A task file is tab-separated with a header row. The first column is an unnamed row number
+(the SST test-student file has two such columns), then the task's `Task.columns`: the id, one or
+two sentences, and the label, which unlabelled (test-student) files leave out. Quoting follows
+Python's csv module; the file is UTF-8, with or without a BOM, with LF or CRLF line ends.
+
+Every problem becomes a `DataError` whose message is one line the user can act on, in the form
+`FILE:LINE: column NAME: value 'X': expected ...`. With `skip_bad_rows=True` bad rows are left
+out but kept, with their messages, in `TaskData.skipped`: nothing is ever dropped silently.
+File-level problems (missing file, empty file, wrong header) are never skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from powerbert.tasks import TASKS, Task
+
+_SHOW_CHARS = 60  # longest value quoted in a message
+_SUMMARY_LINES = 10  # most line numbers listed by skipped_summary
+_ROW_NUMBER = "row number"  # how messages name the unnamed leading column(s)
+
+
+class DataError(Exception):
+    """A problem with the user's data; the message is one line, meant for them."""
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    texts: tuple[str, ...]  # 1 or 2 sentences, outer whitespace stripped
+    label: float | None  # None for unlabelled files; class labels are whole numbers
+    line: int  # 1-based physical line where the row starts
+
+
+@dataclass(frozen=True)
+class BadRow:
+    path: Path
+    line: int
+    message: str  # the full 'FILE:LINE: column ...' text
+
+
+@dataclass
+class TaskData:
+    task: Task
+    split: str
+    path: Path
+    examples: list[Example]
+    skipped: list[BadRow]
+    labelled: bool
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.examples]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Gold labels as float64 [N]; NaN where the file has none."""
+        return np.array([np.nan if e.label is None else e.label for e in self.examples])
+
+
+class _RowError(Exception):
+    """One bad row; the reader adds the FILE:LINE: prefix."""
+
+
+def demo_dir() -> Path:
+    """The built-in synthetic demo files that ship inside the package."""
+    return Path(__file__).resolve().parent / "demo"
+
+
+def get_task(task: Task | str) -> Task:
+    if isinstance(task, Task):
+        return task
+    if task not in TASKS:
+        raise DataError(f"unknown task '{task}': expected one of {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def task_path(task: Task | str, data_dir: Path | str | None, split: str) -> Path:
+    root = demo_dir() if data_dir is None else Path(data_dir).expanduser()
+    return root / get_task(task).file_name(split)
+
+
+def read_task_file(task: Task | str, path: Path | str, *, skip_bad_rows: bool = False) -> TaskData:
+    """Read and check one file; whether it is labelled is decided by its header."""
+    task, path = get_task(task), Path(path)
+    split = _split_of(task, path)
+    text = _read_text(path, task, split)
+    # newline="" leaves line ends to csv, so quoted fields and CRLF are handled the csv way and
+    # reader.line_num counts physical lines (for the FILE:LINE in messages).
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+    n_lead, labelled, header_end = _read_header(reader, path, task)
+    names = (_ROW_NUMBER,) * n_lead + (task.columns if labelled else task.columns[:-1])
+
+    examples: list[Example] = []
+    skipped: list[BadRow] = []
+    first_line_of: dict[str, int] = {}
+    end = header_end
+    while True:
+        start = end + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # cannot resync after this, so it is never skipped
+            raise DataError(f"{path}:{start}: cannot parse the row ({e}); is a quote here never closed?") from None
+        end = reader.line_num
+        if not row:  # a blank line is not a row
+            continue
+        try:
+            example = _parse_row(row, start, end, names, task, labelled, n_lead)
+            if example.id in first_line_of:
+                raise _RowError(
+                    f"column id: value '{_show(example.id)}': expected a unique id "
+                    f"(line {first_line_of[example.id]} has it too)"
+                )
+        except _RowError as e:
+            message = f"{path}:{start}: {e}"
+            if not skip_bad_rows:
+                raise DataError(message) from None
+            skipped.append(BadRow(path, start, message))
+            continue
+        first_line_of[example.id] = start
+        examples.append(example)
+
+    if not examples and not skipped:
+        raise DataError(f"{path}: file has a header but no rows: expected at least one example")
+    return TaskData(task, split or path.stem, path, examples, skipped, labelled)
+
+
+def load_split(
+    task: Task | str,
+    data_dir: Path | str | None,
+    split: str,
+    *,
+    skip_bad_rows: bool = False,
+    max_rows: int | None = None,
+) -> TaskData:
+    """Read `split` of `task` from `data_dir` (None: the demo); keep the first `max_rows`."""
+    if max_rows is not None and max_rows < 1:
+        raise DataError(f"max rows is {max_rows}: expected a whole number of at least 1")
+    data = read_task_file(task, task_path(task, data_dir, split), skip_bad_rows=skip_bad_rows)
+    if max_rows is not None:
+        # The whole file is still checked first, so a limit never hides an error in the data.
+        data.examples = data.examples[:max_rows]
+    return data
+
+
+def check_data_dir(
+    data_dir: Path | str | None, tasks: Iterable[str], splits: Iterable[str] = ("train", "dev")
+) -> None:
+    """Raise one DataError naming every file the tasks need that the folder lacks."""
+    root = demo_dir() if data_dir is None else Path(data_dir).expanduser()
+    if not root.exists():
+        raise DataError(f"data directory {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data directory {root} is not a directory")
+    splits = tuple(splits)
+    missing: list[str] = []
+    needy: list[str] = []
+    for name in tasks:
+        task = get_task(name)
+        gone = [task.file_name(s) for s in splits if not (root / task.file_name(s)).is_file()]
+        if gone:
+            missing += gone
+            needy.append(task.name)
+    if missing:
+        raise DataError(
+            f"data directory {root} is missing {', '.join(missing)} "
+            f"(needed for task{'s' if len(needy) > 1 else ''} {', '.join(needy)})"
+        )
+
+
+def skipped_summary(data: TaskData) -> str | None:
+    """One line saying which rows were skipped, or None if none were."""
+    if not data.skipped:
+        return None
+    lines = [str(b.line) for b in data.skipped[:_SUMMARY_LINES]]
+    more = ", …" if len(data.skipped) > _SUMMARY_LINES else ""
+    n = len(data.skipped)
+    return (
+        f"skipped {n} bad row{'s' if n != 1 else ''} in {data.path.name} "
+        f"(line{'s' if n != 1 else ''} {', '.join(lines)}{more})"
+    )
+
+
+# ---- reading the file -----------------------------------------------------------------------
+
+
+def _split_of(task: Task, path: Path) -> str | None:
+    prefix = f"{task.file_stem}-"
+    if path.name.startswith(prefix) and path.name.endswith(".csv"):
+        return path.name[len(prefix) : -len(".csv")]
+    return None
+
+
+def _read_text(path: Path, task: Task, split: str | None) -> str:
+    what = f"the {task.title} {split} file" if split else f"a {task.title} file"
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a file (expected {what})")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (expected {what})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror})") from None
+    # surrogateescape keeps undecodable bytes as lone surrogates, so the row that holds them
+    # can be reported (or skipped) by line instead of failing the whole file.
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
+    if not text.strip():
+        raise DataError(f"{path}: file is empty: expected a header line {_cols(('', *task.columns))}")
+    return text
+
+
+def _read_header(reader, path: Path, task: Task) -> tuple[int, bool, int]:
+    """Return (number of leading row-number columns, labelled, last line of the header)."""
+    header: list[str] = []
+    try:
+        while not header:  # skip blank lines before the header
+            header = next(reader)
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: cannot parse the header ({e})") from None
+    line = reader.line_num
+    cells = [c.strip() for c in header]
+    if any(_bad_bytes(c) for c in cells):
+        raise DataError(f"{path}:{line}: header is not valid UTF-8 (bytes {_bad_bytes(' '.join(cells))})")
+    for labelled, names in ((True, task.columns), (False, task.columns[:-1])):
+        lead = cells[: len(cells) - len(names)]
+        # The leading columns are row numbers pandas wrote: a blank cell, or (in the SST
+        # test-student file, written twice) a number too.
+        if (
+            tuple(cells[len(lead) :]) == names
+            and len(lead) <= 2
+            and all(c == "" or c.isdigit() for c in lead)
+        ):
+            return len(lead), labelled, line
+    raise DataError(
+        f"{path}:{line}: header has columns {_cols(cells)}: expected {_cols(('', *task.columns))}"
+        f" (without {task.label_column} in an unlabelled file)"
+    )
+
+
+# ---- checking one row -----------------------------------------------------------------------
+
+
+def _parse_row(
+    row: list[str], start: int, end: int, names: tuple[str, ...], task: Task, labelled: bool, n_lead: int
+) -> Example:
+    def name(i: int) -> str:
+        return names[i] if i < len(names) else f"{i + 1} (extra)"
+
+    for i, v in enumerate(row):
+        if _bad_bytes(v):
+            raise _RowError(
+                f"column {name(i)}: value '{_show(v)}': expected UTF-8 text: "
+                f"the file is not valid UTF-8 (bytes {_bad_bytes(v)})"
+            )
+    for i, v in enumerate(row):
+        # Fields never hold line breaks or tabs in these files; one that does comes from a
+        # quote that opened and swallowed the following text (often whole rows).
+        if "\n" in v or "\r" in v or "\t" in v:
+            span = f"swallows lines {start}-{end}" if end > start else "swallows a tab"
+            raise _RowError(
+                f"column {name(i)}: value '{_show(v)}': expected one line of text without tabs: "
+                f"an unbalanced quote in this field {span}"
+            )
+    if len(row) != len(names):
+        where = (
+            f"column {names[len(row)]} is missing"
+            if len(row) < len(names)
+            else f"extra value '{_show(row[len(names)])}' (a tab inside a sentence?)"
+        )
+        raise _RowError(
+            f"row has {len(row)} field{'s' if len(row) != 1 else ''}: expected {len(names)} ({', '.join(names)}); {where}"
+        )
+
+    fields = [v.strip() for v in row[n_lead:]]
+    if not fields[0]:
+        raise _RowError(f"column id: value '{_show(row[n_lead])}': expected a non-empty id")
+    texts = tuple(fields[1 : 1 + len(task.text_columns)])
+    for i, text in enumerate(texts):
+        if not text:
+            col = n_lead + 1 + i
+            raise _RowError(
+                f"column {names[col]}: value '{_show(row[col])}': expected a non-empty sentence"
+                + _quote_hint(row, col, names)
+            )
+    label = None
+    if labelled:
+        label = _parse_label(task, row[-1])
+        if label is None:
+            raise _RowError(
+                f"column {task.label_column}: value '{_show(row[-1])}': expected {_label_range(task)}"
+                + _quote_hint(row, len(row) - 1, names)
+            )
+    return Example(fields[0], texts, label, start)
+
+
+def _parse_label(task: Task, value: str) -> float | None:
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(x) or not task.label_min <= x <= task.label_max:
+        return None
+    if task.kind != "regress" and not x.is_integer():
+        return None
+    return x
+
+
+def _label_range(task: Task) -> str:
+    lo, hi = task.label_min, task.label_max
+    if task.kind == "regress":
+        return f"a number {lo:.1f}..{hi:.1f}"
+    if hi - lo == 1:
+        return f"{lo:g} or {hi:g}"
+    return f"a whole number {lo:g}..{hi:g}"
+
+
+def _quote_hint(row: list[str], col: int, names: tuple[str, ...]) -> str:
+    """Name an earlier field with an unmatched quote, the usual cause of an empty one."""
+    if row[col].strip():
+        return ""
+    for i in range(col):
+        if row[i].count('"') % 2:
+            return f" (column {names[i]} has an unmatched quote, which may have swallowed this field)"
+    return ""
+
+
+# ---- showing values in messages -------------------------------------------------------------
+
+
+def _bad_bytes(value: str) -> str:
+    """The undecodable bytes kept by surrogateescape, written as \\xNN ('' if none)."""
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" for c in value if "\udc80" <= c <= "\udcff")[:40]
+
+
+def _show(value: str) -> str:
+    """A value as quoted in a message: one line, at most _SHOW_CHARS characters."""
+    cut = value[:_SHOW_CHARS] + ("…" if len(value) > _SHOW_CHARS else "")
+    cut = cut.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c for c in cut)
+
+
+def _cols(cells: Iterable[str]) -> str:
+    return "(" + ", ".join(c if c else "''" for c in cells) + ")"

@@ -1,0 +1,115 @@
+"""The runs table of `powerbert run / status / watch`: one row per run, read from runs.db.
+
+`follow` redraws it in place until the experiment ends (or Ctrl-C detaches). Reading marks
+runs whose worker vanished as lost, so the table never shows a dead run as running.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from powerbert.liveness import reconcile
+from powerbert.results import run_label
+from powerbert.store import Experiment, Run, RunStatus, Store
+
+STATUS_STYLE = {
+    "queued": "dim", "running": "bold cyan", "finished": "green", "failed": "bold red",
+    "stopped": "yellow", "lost": "bold magenta",
+}
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def eta_seconds(run: Run, now: float | None = None) -> float | None:
+    """Remaining time from this attempt's pace; None until there is a pace to go by."""
+    if run.status != RunStatus.RUNNING or not run.total_steps or not run.step or run.started_at is None:
+        return None
+    now = time.time() if now is None else now
+    # started_at is this attempt's start, so after a resume the pace reads optimistic at first.
+    rate = run.step / max(1e-9, now - run.started_at)
+    return (run.total_steps - run.step) / rate if rate > 0 else None
+
+
+def runs_table(experiment: Experiment, runs: list[Run]) -> Table:
+    # A light box and one space of padding keep seven runs and three tasks inside 80 columns.
+    table = Table(title=f"{experiment.name} — {experiment.status}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    for header in ("run", "status", "device", "ep", "step", "loss", *experiment.tasks, "overall", "elapsed", "ETA"):
+        table.add_column(header, no_wrap=True, justify="left" if header in ("run", "status", "device") else "right")
+    for run in runs:
+        step = f"{run.step or 0}/{run.total_steps}" if run.total_steps else "-"
+        scores = [
+            f"{run.best_scores[t]:.3f}" if t in (run.best_scores or {}) else ("" if t in run.tasks else "·")
+            for t in experiment.tasks
+        ]
+        table.add_row(
+            run_label(run.subset, run.kind), Text(str(run.status), style=STATUS_STYLE.get(str(run.status), "")),
+            run.device or "-", str(run.epoch) if run.epoch is not None else "-", step,
+            f"{run.loss:.3f}" if run.loss is not None else "-", *scores,
+            f"{run.best_overall:.3f}" if run.best_overall is not None else "-",
+            fmt_duration(run.elapsed), fmt_duration(eta_seconds(run)),
+        )
+    return table
+
+
+def problems(runs: list[Run]) -> list[Text]:
+    """One line per failed or lost run: why, and where its log is."""
+    lines = []
+    for run in runs:
+        if run.status in (RunStatus.FAILED, RunStatus.LOST):
+            where = f" (log: {run.out_dir}/worker.log)" if run.out_dir else ""
+            lines.append(Text(f"{run_label(run.subset, run.kind)} {run.status}: {run.error or 'no reason recorded'}{where}", style=STATUS_STYLE[str(run.status)]))
+    return lines
+
+
+def snapshot(store: Store, experiment_key: str | int) -> tuple[Experiment, list[Run], Group]:
+    experiment = store.get_experiment(experiment_key)
+    runs = reconcile(store, experiment.id)
+    experiment = store.get_experiment(experiment.id)
+    return experiment, runs, Group(runs_table(experiment, runs), *problems(runs))
+
+
+def follow(store: Store, experiment_key: str | int, console: Console, refresh_s: float = 1.0) -> Experiment:
+    """Redraw the table until the experiment reaches a final status; return it."""
+    experiment, runs, view = snapshot(store, experiment_key)
+    with Live(view, console=console, refresh_per_second=4, transient=False) as live:
+        while not experiment.status.is_terminal:
+            time.sleep(refresh_s)
+            experiment, runs, view = snapshot(store, experiment.id)
+            live.update(view)
+    return experiment
+
+
+def experiments_table(store: Store) -> Table:
+    table = Table(title="experiments", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    for col in ("name", "tasks", "model", "profile", "status", "runs", "started", "best"):
+        table.add_column(col, no_wrap=True)
+    for exp in store.list_experiments():
+        runs = store.runs(exp.id)
+        done = sum(r.status == RunStatus.FINISHED for r in runs)
+        best = max((r.best_overall for r in runs if r.best_overall is not None), default=None)
+        started = time.strftime("%m-%d %H:%M", time.localtime(exp.started_at or exp.created_at))
+        table.add_row(
+            exp.name, ",".join(exp.tasks), _model_name(exp), exp.config.get("profile", "-"),
+            Text(str(exp.status), style=STATUS_STYLE.get(str(exp.status), "")), f"{done}/{len(runs)}",
+            started, f"{best:.4f}" if best is not None else "-",
+        )
+    return table
+
+
+def _model_name(exp: Experiment) -> str:
+    model = exp.config.get("train", {}).get("model")
+    return "MiniLM (default)" if model in (None, "", "default") else str(model).rstrip("/").split("/")[-1]
+

@@ -1,0 +1,50 @@
+"""Is a run's worker alive? A run is alive only if its pid exists, the process start time
+matches the one recorded (so a reused pid never counts), and its heartbeat is fresh.
+
+Whoever looks next (the supervisor, `powerbert status`, the dashboard) calls `reconcile` to mark
+runs whose worker vanished (kill -9, a reboot) as lost, with their log tail.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from powerbert.store import Run, RunStatus, Store, is_same_process
+from powerbert.worker import HEARTBEAT_INTERVAL_S, log_tail
+
+STALE_AFTER_S = 20.0  # several missed heartbeats; keeps "lost within 30 s" with room to look
+assert STALE_AFTER_S >= 4 * HEARTBEAT_INTERVAL_S
+
+
+def run_is_alive(run: Run, now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    fresh = run.heartbeat_at is not None and now - run.heartbeat_at < STALE_AFTER_S
+    if run.host and run.host != socket.gethostname():
+        return fresh  # another machine's pids mean nothing here: trust the heartbeat alone
+    if run.pid is None:
+        return fresh  # claimed, worker not started yet: the claim set a heartbeat
+    return fresh and is_same_process(run.pid, run.pid_start_time)
+
+
+def why_lost(run: Run, now: float) -> str:
+    if run.pid is not None and not is_same_process(run.pid, run.pid_start_time):
+        return f"worker vanished: no process {run.pid} started at the recorded time (killed or machine restarted)"
+    age = now - (run.heartbeat_at or run.started_at or now)
+    return f"worker stopped answering: no heartbeat for {age:.0f} s"
+
+
+def reconcile(store: Store, experiment_id: int, skip: set[int] | frozenset[int] = frozenset()) -> list[Run]:
+    """Mark running runs with no live worker as lost; return the runs as they now stand.
+
+    `skip` holds run ids whose worker the caller itself is watching (a supervisor's children).
+    """
+    now = time.time()
+    runs = store.runs(experiment_id)
+    changed = False
+    for run in runs:
+        if run.status == RunStatus.RUNNING and run.id not in skip and not run_is_alive(run, now):
+            tail = log_tail(Path(run.out_dir) / "worker.log") if run.out_dir else None
+            changed |= store.finish_run(run.id, RunStatus.LOST, error=why_lost(run, now), log_tail=tail, expect=RunStatus.RUNNING)
+    return store.runs(experiment_id) if changed else runs

@@ -1,0 +1,142 @@
+"""The schema of runs.db as numbered, append-only migrations.
+
+To change the schema, append a function decorated with `@migration` at the END of this file:
+never edit or reorder one that has shipped, since databases out there recorded it as applied.
+Migration N brings the schema to version N (`PRAGMA user_version`); `open_db` applies whatever
+a database lacks, each migration in its own BEGIN IMMEDIATE transaction, and records it in the
+`migrations` table.
+
+A migration runs statement by statement through `conn.execute`, never `executescript`, because
+executescript commits the open transaction first and the migration would no longer be atomic.
+
+Status columns carry no CHECK constraint on purpose: SQLite cannot alter a CHECK without
+rebuilding the table, and new run kinds or statuses should cost one line of Python, not a
+table copy. The store validates statuses instead (models.RunStatus / ExperimentStatus).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int  # the schema version this migration produces; 1, 2, 3, ... in order
+    name: str  # the function's name, recorded in the migrations table
+    apply: Callable[[sqlite3.Connection], None]
+
+
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+    """Register `fn` as the next migration."""
+    MIGRATIONS.append(Migration(len(MIGRATIONS) + 1, fn.__name__, fn))
+    return fn
+
+
+def run_statements(conn: sqlite3.Connection, *statements: str) -> None:
+    for statement in statements:
+        conn.execute(statement)
+
+
+@migration
+def m001_initial(conn: sqlite3.Connection) -> None:
+    run_statements(
+        conn,
+        """
+        CREATE TABLE experiments (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            tasks TEXT NOT NULL DEFAULT '[]',      -- JSON list of task names
+            config TEXT NOT NULL DEFAULT '{}',     -- JSON object
+            status TEXT NOT NULL DEFAULT 'queued', -- queued/running/finished/failed/stopped
+            out_dir TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            ended_at REAL,
+            supervisor_pid INTEGER,
+            supervisor_start_time REAL,            -- seconds since epoch, see store/process.py
+            host TEXT,
+            error TEXT
+        )
+        """,
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+            subset TEXT NOT NULL,                  -- canonical, tasks.subset_name: 'sst+sts'
+            kind TEXT NOT NULL DEFAULT 'powerset', -- 'powerset', later 'frozen', 'naive'
+            status TEXT NOT NULL DEFAULT 'queued', -- queued/running/finished/failed/stopped/lost
+            device TEXT,
+            pid INTEGER,
+            pid_start_time REAL,                   -- seconds since epoch, see store/process.py
+            host TEXT,
+            heartbeat_at REAL,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            ended_at REAL,
+            exit_code INTEGER,
+            error TEXT,
+            log_tail TEXT,
+            checkpoint TEXT,
+            out_dir TEXT,
+            epoch INTEGER,
+            step INTEGER,
+            total_steps INTEGER,
+            loss REAL,
+            best_scores TEXT NOT NULL DEFAULT '{}', -- JSON {task: score}
+            best_overall REAL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL,
+            UNIQUE (experiment_id, subset, kind)
+        )
+        """,
+        # AUTOINCREMENT so that an id is never handed out twice: delete_metrics_after removes
+        # the newest rows, and plain rowids would then be reused, hiding the resumed rows from
+        # a dashboard that reads "id > last seen id".
+        """
+        CREATE TABLE metrics (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            step INTEGER,
+            epoch REAL,
+            split TEXT NOT NULL DEFAULT 'train',   -- 'train' or 'dev'
+            name TEXT NOT NULL,                    -- 'loss', 'loss/sst', 'sst', 'overall', 'lr'
+            value REAL,                            -- NaN is stored by SQLite as NULL
+            time REAL NOT NULL
+        )
+        """,
+        # (run_id, id): incremental reads. (run_id, name, step) [+ the implicit rowid]: the
+        # newest value per name by index seeks, and curves of one metric.
+        "CREATE INDEX metrics_by_run ON metrics (run_id, id)",
+        "CREATE INDEX metrics_by_run_name_step ON metrics (run_id, name, step)",
+        """
+        CREATE TABLE dev_outputs (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            task TEXT NOT NULL,
+            position INTEGER NOT NULL,             -- row order in the dev file
+            example_id TEXT,
+            gold REAL,                             -- NULL where the file had no label
+            output TEXT NOT NULL,                  -- JSON number, or list of logits
+            PRIMARY KEY (run_id, task, position)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE ensemble_results (
+            id INTEGER PRIMARY KEY,
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+            scheme TEXT NOT NULL,
+            task TEXT NOT NULL,
+            score REAL,
+            details TEXT NOT NULL DEFAULT '{}',    -- JSON: weights, members, missing, cv
+            created_at REAL NOT NULL,
+            UNIQUE (experiment_id, scheme, task)
+        )
+        """,
+    )
+
+
+# Append new migrations below this line, never above.

@@ -1,0 +1,194 @@
+"""The supervisor: one detached process per experiment that runs its queue of runs.
+
+Started by `powerbert.experiments.start_supervisor` as
+`python -m powerbert.supervisor --db PATH --experiment ID`, in its own session, logging to
+<experiment folder>/supervisor.log, so closing the terminal that started it changes nothing.
+It starts a worker per queued run as device slots free (one per GPU by default, or
+--max-parallel on a CPU with the cores shared between them), records how each worker ended,
+marks runs whose worker vanished as lost, and when every run has ended evaluates the ensembles
+and marks the experiment finished, failed or stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from powerbert.liveness import reconcile
+from powerbert.store import ExperimentStatus, RunStatus, Store, process_start_time
+from powerbert.worker import log_tail
+
+POLL_S = 1.0
+
+
+@dataclass
+class Slot:
+    label: str  # shown in tables: "cpu", "cuda:1"
+    env: dict[str, str]  # environment the worker gets (CUDA_VISIBLE_DEVICES, thread counts)
+
+
+def device_slots(launch: dict) -> list[Slot]:
+    """Slots from the experiment's launch settings: GPUs (given or detected) or CPU workers."""
+    gpus = launch.get("gpus")
+    if gpus is None:
+        gpus = detect_gpus()
+    if gpus:
+        per_gpu = max(1, int(launch.get("runs_per_gpu") or 1))
+        return [Slot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": str(g)}) for g in gpus for _ in range(per_gpu)]
+    parallel = max(1, int(launch.get("max_parallel") or 1))
+    threads = str(max(1, (os.cpu_count() or 1) // parallel))
+    env = {"CUDA_VISIBLE_DEVICES": "", "POWERBERT_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    return [Slot("cpu", env) for _ in range(parallel)]
+
+
+def detect_gpus() -> list[int]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() == "":
+        return []
+    try:
+        import torch
+
+        return list(range(torch.cuda.device_count()))
+    except Exception:
+        return []
+
+
+class Supervisor:
+    def __init__(self, db_path: str, experiment_id: int):
+        self.db_path = db_path
+        self.store = Store(db_path)
+        self.experiment = self.store.get_experiment(experiment_id)
+        self.free = device_slots(self.experiment.config.get("launch", {}))
+        self.children: dict[int, tuple[subprocess.Popen, Slot]] = {}
+        self.terminating = False
+
+    def log(self, text: str) -> None:
+        print(time.strftime("%Y-%m-%d %H:%M:%S"), text, flush=True)
+
+    def run(self) -> int:
+        exp = self.experiment
+        self.store.update_experiment(
+            exp.id, status=ExperimentStatus.RUNNING, supervisor_pid=os.getpid(),
+            supervisor_start_time=process_start_time(os.getpid()), host=socket.gethostname(),
+            started_at=exp.started_at or time.time(), ended_at=None,
+        )
+        self.log(f"supervising experiment {exp.name} (id {exp.id}) with {len(self.free)} slot(s): {', '.join(s.label for s in self.free)}")
+        while True:
+            self.reap()
+            runs = reconcile(self.store, exp.id, skip=set(self.children))
+            status = self.store.get_experiment(exp.id).status
+            if status == ExperimentStatus.RUNNING and not self.terminating:
+                self.start_queued()
+                runs = self.store.runs(exp.id)
+            active = [r for r in runs if r.status in (RunStatus.RUNNING, RunStatus.QUEUED)]
+            if not self.children and not any(r.status == RunStatus.RUNNING for r in runs):
+                if not active or status != ExperimentStatus.RUNNING or self.terminating:
+                    break
+            time.sleep(POLL_S)
+        return self.finish()
+
+    def start_queued(self) -> None:
+        while self.free:
+            run = self.store.claim_next_queued(self.experiment.id)
+            if run is None:
+                return
+            slot = self.free.pop(0)
+            out_dir = Path(run.out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            log = open(out_dir / "worker.log", "ab")
+            os.chmod(out_dir / "worker.log", 0o600)
+            # An argument list, never a shell: names and paths reach the worker verbatim.
+            argv = [sys.executable, "-m", "powerbert.worker", "--db", self.db_path, "--run", str(run.id), "--device-label", slot.label]
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **slot.env}, start_new_session=True, close_fds=True,
+            )
+            log.close()
+            self.store.update_run(run.id, pid=proc.pid, pid_start_time=process_start_time(proc.pid), host=socket.gethostname(), device=slot.label)
+            self.children[run.id] = (proc, slot)
+            self.log(f"started run {run.subset} ({run.kind}) as pid {proc.pid} on {slot.label}")
+
+    def reap(self) -> None:
+        for run_id, (proc, slot) in list(self.children.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.children[run_id]
+            self.free.append(slot)
+            run = self.store.get_run(run_id)
+            self.log(f"run {run.subset} exited with {describe_exit(code)}; status {run.status}")
+            if run.status != RunStatus.RUNNING:
+                continue  # the worker recorded how it ended
+            tail = log_tail(Path(run.out_dir) / "worker.log")
+            if code == -signal.SIGKILL:
+                # Killed without a chance to say so: the same as vanishing (kill -9, OOM killer).
+                self.store.finish_run(run_id, RunStatus.LOST, exit_code=code, error="worker was killed (SIGKILL)", log_tail=tail, expect=RunStatus.RUNNING)
+            else:
+                self.store.finish_run(run_id, RunStatus.FAILED, exit_code=code, error=f"worker exited with {describe_exit(code)}", log_tail=tail, expect=RunStatus.RUNNING)
+
+    def terminate(self, *_) -> None:
+        """SIGTERM to the supervisor: stop every worker (they checkpoint) and end."""
+        self.terminating = True
+        for proc, _slot in self.children.values():
+            try:
+                proc.terminate()
+            except ProcessLookupError:
+                pass
+
+    def finish(self) -> int:
+        exp_id = self.experiment.id
+        runs = self.store.runs(exp_id)
+        if any(r.status == RunStatus.FINISHED for r in runs):
+            try:
+                from powerbert.results import ensemble_experiment
+
+                outcomes = ensemble_experiment(self.store, exp_id)
+                self.log(f"evaluated {len(outcomes)} ensemble result(s)")
+            except Exception as exc:  # the runs are done either way; say why ensembles are missing
+                self.log(f"ensemble evaluation failed: {type(exc).__name__}: {exc}")
+                self.store.update_experiment(exp_id, error=f"ensemble evaluation failed: {exc}")
+        statuses = {r.status for r in runs}
+        if statuses <= {RunStatus.FINISHED}:
+            final = ExperimentStatus.FINISHED
+        elif statuses & {RunStatus.FAILED, RunStatus.LOST}:
+            final = ExperimentStatus.FAILED
+        else:
+            final = ExperimentStatus.STOPPED
+        current = self.store.get_experiment(exp_id).status
+        if current == ExperimentStatus.STOPPED and final == ExperimentStatus.FINISHED:
+            final = ExperimentStatus.FINISHED  # a stop that came after the last run ended
+        self.store.update_experiment(exp_id, status=final, ended_at=time.time(), supervisor_pid=None)
+        self.log(f"experiment {self.experiment.name} {final}")
+        self.store.close()
+        return 0
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m powerbert.supervisor", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True, help="path of runs.db")
+    parser.add_argument("--experiment", type=int, required=True, help="experiment id")
+    args = parser.parse_args(argv)
+    supervisor = Supervisor(args.db, args.experiment)
+    signal.signal(signal.SIGTERM, supervisor.terminate)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # belt and braces: we are in our own session
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""A worker process: trains one run of an experiment and records it in runs.db.
+
+Started by the supervisor as `python -m powerbert.worker --db PATH --run ID`, in a session of its
+own, with stdout and stderr going to the run's worker.log. It records its pid and start time,
+beats a heartbeat from a background thread, writes metrics in batches, stores the best epoch's
+dev outputs, and ends the run as finished, stopped (SIGTERM, or the status set to stopped in
+runs.db) or failed (an exception, with its one-line reason and the log tail).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from powerbert.store import RunStatus, Store, process_start_time
+from powerbert.train import EvalResult, TrainCallbacks, TrainStart
+
+HEARTBEAT_INTERVAL_S = 3.0  # liveness.STALE_AFTER_S must stay well above this
+METRIC_FLUSH_S = 2.0  # metrics reach runs.db at most this late; one transaction per flush
+LOG_TAIL_LINES = 30
+
+
+class StoreCallbacks(TrainCallbacks):
+    """Training progress into runs.db: buffered metrics, a heartbeat thread, dev outputs."""
+
+    def __init__(self, store_path: str, run_id: int, stop_event: threading.Event):
+        self.store_path = store_path
+        self.run_id = run_id
+        self.stop_event = stop_event
+        self.store = Store(store_path)
+        self._buffer: list[tuple] = []
+        self._lock = threading.Lock()
+        self._progress: dict = {}
+        self._last_flush = time.monotonic()
+        self.last_loss: float | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        # Its own connection: sqlite3 connections are not shared across threads.
+        store = Store(self.store_path)
+        try:
+            while not self._done.wait(HEARTBEAT_INTERVAL_S):
+                with self._lock:
+                    progress = dict(self._progress)
+                status = store.heartbeat(self.run_id, **progress)
+                if status == RunStatus.STOPPED:  # `powerbert stop` could not signal us
+                    self.stop_event.set()
+        except Exception as exc:  # a heartbeat failure must not kill training; say so in the log
+            print(f"heartbeat thread stopped: {exc}", file=sys.stderr, flush=True)
+        finally:
+            store.close()
+
+    def on_start(self, info: TrainStart) -> None:
+        print(f"device {info.device}; rows per epoch {info.train_rows}; dev rows {info.dev_rows}; "
+              f"{info.total_steps} steps from step {info.start_step}", flush=True)
+        with self._lock:
+            self._progress.update(total_steps=info.total_steps, step=info.start_step)
+        self.store.heartbeat(self.run_id, total_steps=info.total_steps, step=info.start_step)
+
+    def on_step(self, step: int, epoch: float, losses: dict[str, float], lr: float) -> None:
+        total = sum(losses.values())
+        rows = [(step, epoch, "train", "loss", total), (step, epoch, "train", "lr", lr)]
+        if len(losses) > 1:
+            rows += [(step, epoch, "train", f"loss/{t}", v) for t, v in losses.items()]
+        with self._lock:
+            self._buffer.extend(rows)
+            self._progress.update(step=step, epoch=int(epoch), loss=total)
+        self.last_loss = total
+        if time.monotonic() - self._last_flush > METRIC_FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._buffer = self._buffer, []
+        if rows:
+            self.store.add_metrics(self.run_id, rows)
+        self._last_flush = time.monotonic()
+
+    def on_eval(self, result: EvalResult) -> None:
+        rows = [(result.step, float(result.epoch), "dev", t, v) for t, v in result.scores.items()]
+        if result.overall is not None:
+            rows.append((result.step, float(result.epoch), "dev", "overall", result.overall))
+        with self._lock:
+            self._buffer.extend(rows)
+        self.flush()
+        scores = "  ".join(f"{t} {v:.4f}" for t, v in result.scores.items())
+        print(f"epoch {result.epoch} dev: {scores}  overall {result.overall:.4f}"
+              f"{'  (best)' if result.is_best else ''}", flush=True)
+        if result.is_best:
+            self.store.save_dev_outputs(self.run_id, result.outputs)
+            self.store.update_run(self.run_id, best_scores=result.scores, best_overall=result.overall, epoch=result.epoch)
+
+    def on_checkpoint(self, kind: str, path: Path, step: int) -> None:
+        if kind == "best":
+            self.store.update_run(self.run_id, checkpoint=str(path))
+
+    def on_message(self, text: str) -> None:
+        print(text, flush=True)
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+        self.flush()
+        self.store.close()
+
+
+def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_config(store: Store, run):
+    """The TrainConfig of a run: the experiment's resolved config, this run's tasks, its kind."""
+    from powerbert.baselines import config_for_kind
+    from powerbert.config import TrainConfig
+
+    experiment = store.get_experiment(run.experiment_id)
+    config = TrainConfig.from_dict({**experiment.config["train"], "tasks": list(run.tasks)})
+    return config_for_kind(config, run.kind)
+
+
+def run_worker(db_path: str, run_id: int, device_label: str) -> int:
+    """Train the run; return the process exit code (0 finished or stopped, 1 failed)."""
+    stop_event = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
+    signal.signal(signal.SIGINT, lambda *_: stop_event.set())
+    threads = os.environ.get("POWERBERT_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+    store = Store(db_path)
+    run = store.get_run(run_id)
+    out_dir = Path(run.out_dir)
+    log_path = out_dir / "worker.log"
+    store.mark_run_started(run_id, os.getpid(), process_start_time(os.getpid()), socket.gethostname(), device_label)
+    callbacks = None
+    try:
+        from powerbert.train import train_subset
+
+        config = run_config(store, run)
+        resume = (out_dir / "last.safetensors").exists()
+        if resume:
+            from powerbert import checkpoint as ckpt
+
+            step = ckpt.load_tensors(out_dir / "last.safetensors")[1]["step"]
+            # Steps after the checkpoint are trained again: drop their old metric rows first.
+            store.delete_metrics_after(run_id, step)
+        callbacks = StoreCallbacks(db_path, run_id, stop_event)
+        result = train_subset(config, out_dir, callbacks, should_stop=stop_event.is_set, resume=resume)
+        callbacks_loss = callbacks.last_loss
+        callbacks.close()
+        callbacks = None
+        status = RunStatus.FINISHED if result.status == "finished" else RunStatus.STOPPED
+        last_loss = callbacks_loss
+        store.update_run(run_id, step=result.step, **({"loss": last_loss} if last_loss is not None else {}))
+        store.finish_run(run_id, status, exit_code=0, log_tail=log_tail(log_path))
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every way out must leave a final status
+        traceback.print_exc()
+        sys.stderr.flush()
+        if callbacks is not None:
+            try:
+                callbacks.close()
+            except Exception:
+                pass
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        store.finish_run(run_id, RunStatus.FAILED, exit_code=1, error=f"{type(exc).__name__}: {reason}", log_tail=log_tail(log_path))
+        return 1
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m powerbert.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True, help="path of runs.db")
+    parser.add_argument("--run", type=int, required=True, help="id of the run to train")
+    parser.add_argument("--device-label", default="cpu", help="device shown in tables, e.g. 'cuda:1'")
+    args = parser.parse_args(argv)
+    return run_worker(args.db, args.run, args.device_label)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
