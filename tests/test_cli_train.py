@@ -1,0 +1,58 @@
+"""`powerbert train` and the CLI's error handling, through typer's CliRunner."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from powerbert.cli import app
+from tests.fixtures import write_task_file
+
+runner = CliRunner()
+
+
+def _train(*args):
+    return runner.invoke(app, ["train", *args])
+
+
+def test_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in ("train", "run", "status", "watch", "list", "stop", "resume"):
+        assert name in result.output
+
+
+def test_train_prints_dev_scores_per_epoch(tiny_model_dir, toy_data_dir, tmp_path):
+    result = _train(
+        "--tasks", "sst,sts", "--data-dir", str(toy_data_dir), "--model", str(tiny_model_dir),
+        "--epochs", "2", "--max-train", "32", "--lr", "1e-3", "--precision", "fp32", "--out", str(tmp_path / "out"),
+    )
+    assert result.exit_code == 0, result.output
+    assert "epoch 1 dev: sst" in result.output and "epoch 2 dev: sst" in result.output
+    assert "sts" in result.output and "overall" in result.output
+    assert (tmp_path / "out" / "best.safetensors").exists()
+
+
+def test_malformed_file_exits_nonzero_with_file_and_line(tiny_model_dir, toy_data_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev"):
+        (data / f"ids-sst-{split}.csv").write_bytes((toy_data_dir / f"ids-sst-{split}.csv").read_bytes())
+    write_task_file(data / "ids-sst-train.csv", ["id", "sentence", "sentiment"], [["a1", "fine film", 3], ["a2", "bad film", 7]])
+    result = _train("--tasks", "sst", "--data-dir", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 1
+    assert f"{data / 'ids-sst-train.csv'}:3: column sentiment: value '7'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_task_and_missing_model_are_one_line_errors(tmp_path, toy_data_dir):
+    result = _train("--tasks", "sst,nope", "--data-dir", str(toy_data_dir))
+    assert result.exit_code == 1 and "unknown task 'nope'" in result.output
+    result = _train("--tasks", "sst", "--data-dir", str(toy_data_dir), "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 1 and "no-such-model" in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) <= 3
+
+
+def test_missing_data_dir_files_named(tmp_path):
+    result = _train("--tasks", "sst,sts", "--data-dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert "ids-sst-train.csv" in result.output and "sts-train.csv" in result.output
