@@ -45,8 +45,8 @@ def eta_seconds(run: Run, now: float | None = None) -> float | None:
 
 def runs_table(experiment: Experiment, runs: list[Run]) -> Table:
     # A light box and one space of padding keep seven runs and three tasks inside 80 columns.
-    table = Table(title=f"{experiment.name} — {experiment.status}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
-    for header in ("run", "status", "device", "ep", "step", "loss", *experiment.tasks, "overall", "elapsed", "ETA"):
+    table = Table(title=f"{experiment.name} — {experiment.status}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    for header in ("run", "status", "device", "step", "loss", *experiment.tasks, "overall", "time", "ETA"):
         table.add_column(header, no_wrap=True, justify="left" if header in ("run", "status", "device") else "right")
     for run in runs:
         step = f"{run.step or 0}/{run.total_steps}" if run.total_steps else "-"
@@ -56,7 +56,7 @@ def runs_table(experiment: Experiment, runs: list[Run]) -> Table:
         ]
         table.add_row(
             run_label(run.subset, run.kind), Text(str(run.status), style=STATUS_STYLE.get(str(run.status), "")),
-            run.device or "-", str(run.epoch) if run.epoch is not None else "-", step,
+            run.device or "-", step,
             f"{run.loss:.3f}" if run.loss is not None else "-", *scores,
             f"{run.best_overall:.3f}" if run.best_overall is not None else "-",
             fmt_duration(run.elapsed), fmt_duration(eta_seconds(run)),
@@ -93,9 +93,10 @@ def follow(store: Store, experiment_key: str | int, console: Console, refresh_s:
 
 
 def experiments_table(store: Store) -> Table:
-    table = Table(title="experiments", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table = Table(title="experiments", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
     for col in ("name", "tasks", "model", "profile", "status", "runs", "started", "best"):
-        table.add_column(col, no_wrap=True)
+        # Long names fold onto a second line rather than squeezing every other column.
+        table.add_column(col, no_wrap=col != "name", overflow="fold" if col == "name" else "ellipsis")
     for exp in store.list_experiments():
         runs = store.runs(exp.id)
         done = sum(r.status == RunStatus.FINISHED for r in runs)
@@ -111,5 +112,5 @@ def experiments_table(store: Store) -> Table:
 
 def _model_name(exp: Experiment) -> str:
     model = exp.config.get("train", {}).get("model")
-    return "MiniLM (default)" if model in (None, "", "default") else str(model).rstrip("/").split("/")[-1]
+    return "MiniLM" if model in (None, "", "default") else str(model).rstrip("/").split("/")[-1]
 

@@ -115,7 +115,7 @@ def test_loading_is_fast(tmp_path):
     path = para(tmp_path, rows)
     start = time.perf_counter()
     assert len(read_task_file("para", path)) == 15000
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 2.0  # about 0.2 s here; slack for a busy CI machine
 
 
 # ---- bad rows: FILE:LINE: column NAME: value 'X': expected ... -----------------------------
@@ -363,3 +363,18 @@ def test_check_data_dir_missing_or_not_a_dir(tmp_path):
 
 def test_check_data_dir_none_is_the_demo():
     check_data_dir(None, list(TASKS), splits=("train", "dev", "test-student"))
+
+
+def test_quote_never_closed_in_a_huge_file_names_its_line(tmp_path):
+    # Past the csv module's field size limit the reader gives up; the message still says where.
+    rows = [GOOD_SST[0], '1\tbbb\t"Open .\t1', *[f"{i}\tid{i}\t{'word ' * 40}\t2" for i in range(2, 1000)]]
+    path = sst(tmp_path, rows)
+    message = error("sst", path, skip_bad_rows=True)
+    assert message.startswith(f"{path}:3: cannot parse the row (field larger than field limit")
+    assert message.endswith("is a quote here never closed?")
+
+
+def test_undecodable_header(tmp_path):
+    path = tmp_path / "ids-sst-train.csv"
+    path.write_bytes(b"\tid\tsent\xffence\tsentiment\n0\ta\tfine .\t2\n")
+    assert error("sst", path) == f"{path}:1: header is not valid UTF-8 (bytes \\xff)"

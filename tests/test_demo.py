@@ -68,7 +68,8 @@ def test_files_are_in_the_cs224n_format():
     assert {r[-1] for r in rows[1:]} == {"0.0", "1.0"}
     assert all(len(r[1]) == 25 and int(r[1], 16) >= 0 for r in rows[1:])
     assert '"""' in text or '""' in text  # some questions quote a word, so csv quoting is exercised
-    sst_labels = {r[-1] for r in csv.reader(open(demo_dir() / "ids-sst-train.csv", newline=""), delimiter="\t")}
+    with open(demo_dir() / "ids-sst-train.csv", encoding="utf-8", newline="") as f:
+        sst_labels = {r[-1] for r in csv.reader(f, delimiter="\t")}
     assert sst_labels == {"sentiment", "0", "1", "2", "3", "4"}
 
 
