@@ -40,6 +40,7 @@ SurgeryOpt = Annotated[Optional[str], typer.Option("--surgery", help="Multitask 
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad-rows", help="Skip malformed rows (reported with their lines) instead of stopping.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="bf16 (autocast) or fp32.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any other recipe setting as KEY=VALUE, repeatable: e.g. --set para_head=bi --set pooling=cls --set warmup=0.06.")]
 
 
 @app.callback()
@@ -60,6 +61,9 @@ def training_overrides(**given) -> dict:
         given["data_dir"] = str(given["data_dir"])
     if given.get("skip_bad_rows") is False:
         given["skip_bad_rows"] = None
+    from powerbert.config import parse_settings
+
+    given.update(parse_settings(given.pop("settings", None) or []))
     return given
 
 
@@ -97,6 +101,7 @@ def train(
     skip_bad_rows: SkipBadOpt = False,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
+    settings: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for this run's checkpoints (best.safetensors, best.json, last.safetensors).")] = Path("runs/train"),
 ) -> None:
     """Train one subset of tasks in the foreground and print the dev scores after each epoch.
@@ -110,7 +115,7 @@ def train(
     overrides = training_overrides(
         tasks=tasks, data_dir=data_dir, model=model, epochs=epochs, max_train=max_train, lr=lr,
         batch_size=batch_size, seed=seed, surgery=surgery, skip_bad_rows=skip_bad_rows, device=device,
-        precision=precision,
+        precision=precision, settings=settings,
     )
     config = resolve_config(profile or default_profile(overrides.get("data_dir")), overrides)
     from powerbert.data import check_data_dir
@@ -171,6 +176,7 @@ def run(
     surgery: SurgeryOpt = None,
     skip_bad_rows: SkipBadOpt = False,
     precision: PrecisionOpt = None,
+    settings: SetOpt = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices to use, e.g. 0,1 ('cpu' for none); default: every GPU found.")] = None,
     runs_per_gpu: Annotated[int, typer.Option("--runs-per-gpu", min=1, help="Runs sharing one GPU at a time.")] = 1,
     max_parallel: Annotated[int, typer.Option("--max-parallel", min=1, help="Runs at once on a machine without a GPU (CPU threads are shared).")] = 1,
@@ -193,6 +199,7 @@ def run(
     overrides = training_overrides(
         tasks=tasks, data_dir=data_dir, model=model, epochs=epochs, max_train=max_train, lr=lr,
         batch_size=batch_size, seed=seed, surgery=surgery, skip_bad_rows=skip_bad_rows, precision=precision,
+        settings=settings,
     )
     profile = profile or default_profile(overrides.get("data_dir"))
     config = resolve_config(profile, overrides)

@@ -74,3 +74,24 @@ def apply_overrides(config: TrainConfig, overrides: dict) -> TrainConfig:
         else:
             d[key] = value
     return TrainConfig.from_dict(d)
+
+
+def parse_settings(items: list[str]) -> dict:
+    """`KEY=VALUE` strings (from --set) as typed overrides; the type follows the field's default."""
+    import json
+
+    known = {f.name: f for f in fields(TrainConfig)} | {f.name: f for f in fields(HeadConfig)}
+    result = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise ValueError(f"--set '{item}': expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw  # a bare word such as bi, cls, linear
+        if raw.lower() in ("none", "null"):
+            value = None
+        result[key] = value
+    return result

@@ -75,9 +75,11 @@ def load_encoder(name: str | None, *, weights: bool = True):
     from transformers import AutoConfig, AutoModel
 
     if weights:
-        return _load(AutoModel, name, "model")
+        # fp32 master weights whatever the stored dtype: autocast gives the speed, and AdamW on
+        # half-precision weights would lose small updates.
+        return _load(AutoModel, name, "model").float()
     config = _load(AutoConfig, name, "config")
-    return AutoModel.from_config(config)
+    return AutoModel.from_config(config).float()
 
 
 def _quiet_transformers() -> None:
