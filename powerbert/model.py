@@ -94,20 +94,49 @@ def _load(factory, name: str | None, what: str):
     _quiet_transformers()
     resolved = resolve_model_name(name)
     local = Path(resolved).expanduser()
-    looks_local = local.exists() or resolved.startswith((".", "/", "~")) or os.sep in resolved.strip("/")
+    # A hub id is "name" or "org/name"; anything else that looks like a path must be a folder.
+    looks_local = local.exists() or resolved.startswith((".", "/", "~")) or resolved.count("/") > 1
     if looks_local and not local.is_dir():
         raise ModelError(f"model folder {resolved} does not exist: expected a Hugging Face model folder or hub id")
-    try:
-        return factory.from_pretrained(str(local) if local.is_dir() else resolved)
-    except OSError as exc:
-        if local.is_dir():
+    if local.is_dir():
+        try:
+            return factory.from_pretrained(str(local))
+        except (OSError, ValueError) as exc:
             raise ModelError(f"model folder {resolved}: cannot load its {what}: {_first_line(exc)}") from exc
+    try:  # the hub cache first: no network needed for a model downloaded before
+        return factory.from_pretrained(resolved, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if not hub_reachable():
         raise ModelError(
-            f"model '{resolved}': not a local folder, and the Hugging Face hub could not provide its {what} "
-            f"(unknown id, or no network: download it on a machine with network and pass the folder)"
-        ) from exc
-    except ValueError as exc:
-        raise ModelError(f"model '{resolved}': cannot load its {what}: {_first_line(exc)}") from exc
+            f"model '{resolved}' is not in the local Hugging Face cache and the hub cannot be reached (no network): "
+            f"download it on a machine with network and pass its folder with --model"
+        )
+    try:
+        return factory.from_pretrained(resolved)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model '{resolved}': the Hugging Face hub could not provide its {what}: {_first_line(exc)}") from exc
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint resolves and accepts a connection: checked up front so
+    an offline machine gets one clear line at once instead of minutes of download retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        from huggingface_hub import constants
+
+        endpoint = urlparse(constants.ENDPOINT)
+    except Exception:
+        endpoint = urlparse("https://huggingface.co")
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _first_line(exc: BaseException) -> str:

@@ -56,3 +56,11 @@ def test_missing_data_dir_files_named(tmp_path):
     result = _train("--tasks", "sst,sts", "--data-dir", str(tmp_path))
     assert result.exit_code == 1
     assert "ids-sst-train.csv" in result.output and "sts-train.csv" in result.output
+
+
+def test_hub_model_without_network_is_one_clear_line(monkeypatch, toy_data_dir, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the same answer as a machine with no network
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    result = _train("--tasks", "sst", "--data-dir", str(toy_data_dir), "--model", "someorg/some-model", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 1
+    assert "someorg/some-model" in result.output and "no network" in result.output
