@@ -41,11 +41,18 @@ def device_slots(launch: dict) -> list[Slot]:
         gpus = detect_gpus()
     if gpus:
         per_gpu = max(1, int(launch.get("runs_per_gpu") or 1))
-        return [Slot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": str(g)}) for g in gpus for _ in range(per_gpu)]
+        # GPU workers still run Python and host-side ops: share the cores rather than let
+        # every worker start a thread per core.
+        env = thread_env(len(gpus) * per_gpu)
+        return [Slot(f"cuda:{g}", {**env, "CUDA_VISIBLE_DEVICES": str(g)}) for g in gpus for _ in range(per_gpu)]
     parallel = max(1, int(launch.get("max_parallel") or 1))
-    threads = str(max(1, (os.cpu_count() or 1) // parallel))
-    env = {"CUDA_VISIBLE_DEVICES": "", "POWERBERT_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    env = {**thread_env(parallel), "CUDA_VISIBLE_DEVICES": ""}
     return [Slot("cpu", env) for _ in range(parallel)]
+
+
+def thread_env(workers: int) -> dict[str, str]:
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    return {"POWERBERT_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
 def detect_gpus() -> list[int]:
