@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from powerbert.liveness import reconcile
-from powerbert.results import run_label
+from powerbert.results import best_overall, run_label
 from powerbert.store import Experiment, Run, RunStatus, Store
 
 STATUS_STYLE = {
@@ -96,16 +96,16 @@ def experiments_table(store: Store) -> Table:
     table = Table(title="experiments", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
     for col in ("name", "tasks", "model", "profile", "status", "runs", "started", "best"):
         # Long names fold onto a second line rather than squeezing every other column.
-        table.add_column(col, no_wrap=col != "name", overflow="fold" if col == "name" else "ellipsis")
+        table.add_column(col, no_wrap=col != "name", overflow="fold" if col == "name" else "ellipsis", min_width=24 if col == "name" else None)
     for exp in store.list_experiments():
         runs = store.runs(exp.id)
         done = sum(r.status == RunStatus.FINISHED for r in runs)
-        best = max((r.best_overall for r in runs if r.best_overall is not None), default=None)
+        best = best_overall(store, exp)
         started = time.strftime("%m-%d %H:%M", time.localtime(exp.started_at or exp.created_at))
         table.add_row(
             exp.name, ",".join(exp.tasks), _model_name(exp), exp.config.get("profile", "-"),
             Text(str(exp.status), style=STATUS_STYLE.get(str(exp.status), "")), f"{done}/{len(runs)}",
-            started, f"{best:.4f}" if best is not None else "-",
+            started, f"{best[1]:.4f}" if best is not None else "-",
         )
     return table
 

@@ -8,7 +8,7 @@ from powerbert.ensemble import SCHEMES, EnsembleOutcome, evaluate_all, outcome_r
 from powerbert.outputs import TaskOutputs
 from powerbert.report import ReportData, build_report
 from powerbert.store import EnsembleResult, Experiment, RunStatus, Store
-from powerbert.tasks import power_set, subset_name
+from powerbert.tasks import overall_score, power_set, subset_name
 
 
 def run_label(subset: str, kind: str) -> str:
@@ -60,3 +60,24 @@ def experiment_report(store: Store, experiment: Experiment, scheme: str = "weigh
         scores[label] = dict(run.best_scores or {})
         status[label] = str(run.status)
     return build_report(experiment.name, experiment.tasks, scores, status, outcomes, analysis_scheme=scheme)
+
+
+def best_overall(store: Store, experiment: Experiment) -> tuple[str, float] | None:
+    """The experiment's best overall score over every task, and who has it: an ensemble scheme
+    or a run trained on all the tasks. Runs on fewer tasks do not compete (their "overall"
+    averages fewer tasks)."""
+    candidates: dict[str, float] = {}
+    by_scheme: dict[str, dict[str, float]] = {}
+    for result in store.ensemble_results(experiment.id):
+        if result.score is not None:
+            by_scheme.setdefault(result.scheme, {})[result.task] = result.score
+    for scheme, scores in by_scheme.items():
+        if set(scores) >= set(experiment.tasks):
+            candidates[scheme] = overall_score({t: scores[t] for t in experiment.tasks})
+    for run in store.runs(experiment.id):
+        if set(run.best_scores or {}) >= set(experiment.tasks) and run.best_overall is not None:
+            candidates[run_label(run.subset, run.kind)] = run.best_overall
+    if not candidates:
+        return None
+    name = max(candidates, key=candidates.get)
+    return name, candidates[name]
