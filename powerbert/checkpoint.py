@@ -28,17 +28,29 @@ class CheckpointError(Exception):
     """A checkpoint that is missing, truncated or corrupt; one line naming the file."""
 
 
+def _write_error(path: Path, exc: BaseException) -> CheckpointError:
+    """A failed write (full disk, read-only folder) as one line naming the file: neither
+    OSError(28) nor safetensors' own error says which file could not be written."""
+    reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0] or type(exc).__name__
+    return CheckpointError(f"{path}: cannot write: {reason}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name, dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _remove_quietly(tmp)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from exc
         raise
 
 
@@ -48,7 +60,10 @@ def atomic_write_json(path: Path, obj) -> None:
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name, dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     os.close(fd)
     try:
         meta = {"powerbert": json.dumps(metadata or {})}
@@ -56,8 +71,10 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _remove_quietly(tmp)
+        if isinstance(exc, (OSError, SafetensorError)):  # SafetensorError: e.g. "No space left"
+            raise _write_error(path, exc) from exc
         raise
 
 

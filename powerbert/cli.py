@@ -205,7 +205,8 @@ def run(
     config = resolve_config(profile, overrides)
     if "tasks" not in overrides:
         config.tasks = DEFAULT_TASKS
-    experiments.validate(config)
+    for note in experiments.validate(config):  # what --skip-bad-rows will skip
+        console.print(note, highlight=False)
     with open_store(db) as store:
         exp = experiments.create_experiment(
             store, config, name=name, profile=profile, out_root=out, gpus=parse_gpus(gpus),

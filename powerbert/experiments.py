@@ -7,6 +7,7 @@ training: the front ends follow progress by reading runs.db.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 from powerbert.config import TrainConfig
 from powerbert.errors import ExperimentError
 from powerbert.liveness import reconcile
-from powerbert.store import Experiment, ExperimentStatus, Run, RunStatus, Store, is_same_process
+from powerbert.store import Experiment, ExperimentStatus, Run, RunStatus, Store, is_same_process, process_start_time
+from powerbert.store.process import START_TIME_TOLERANCE_S
 from powerbert.tasks import power_set, subset_name
 
 STOP_GRACE_S = 30.0  # a worker's time to checkpoint after SIGTERM before it is killed
@@ -27,17 +29,22 @@ def default_name(tasks: tuple[str, ...]) -> str:
     return f"{subset_name(tasks)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def validate(config: TrainConfig) -> None:
+def validate(config: TrainConfig) -> list[str]:
     """Fail fast, in the caller's terminal, on what would make every run fail: missing or
-    unreadable task files, an unknown model."""
-    from powerbert.data import check_data_dir, load_split
+    unreadable task files, an unknown model. Returns one line per file whose bad rows
+    --skip-bad-rows will skip (how many, on which lines), for the caller to show."""
+    from powerbert.data import check_data_dir, load_split, skipped_summary
     from powerbert.model import load_tokenizer
 
     check_data_dir(config.data_dir, config.tasks)
+    notes = []
     for task in config.tasks:
         for split in ("train", "dev"):
-            load_split(task, config.data_dir, split, skip_bad_rows=config.skip_bad_rows)
+            note = skipped_summary(load_split(task, config.data_dir, split, skip_bad_rows=config.skip_bad_rows))
+            if note:
+                notes.append(note)
     load_tokenizer(config.model)
+    return notes
 
 
 def create_experiment(
@@ -55,6 +62,10 @@ def create_experiment(
     """Store the experiment and one queued run per subset (plus the baselines if asked)."""
     name = name or default_name(config.tasks)
     out_dir = Path(out_root).expanduser().resolve() / name
+    config = absolute_paths(config)
+    # The folder first: a read-only or full disk is refused, naming the folder, before anything
+    # is stored (else a queued experiment with nowhere to write would be left behind).
+    make_private_dirs(out_dir)
     stored = {
         "train": config.to_dict(),
         "profile": profile,
@@ -63,11 +74,45 @@ def create_experiment(
     experiment = store.create_experiment(name, config.tasks, stored, str(out_dir), power_set(config.tasks))
     if baselines:
         add_baselines(store, experiment)
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(out_dir, 0o700)
     for run in store.runs(experiment.id):
         store.update_run(run.id, out_dir=str(run_dir(experiment, run)))
     return store.get_experiment(experiment.id)
+
+
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """The config with a relative data folder (and a model given as a local folder) made
+    absolute: the supervisor that a later `powerbert resume` starts runs in *that* command's
+    folder, where a relative path would name nothing or something else."""
+    changes = {}
+    if config.data_dir and not os.path.isabs(config.data_dir):
+        changes["data_dir"] = str(Path(config.data_dir).expanduser().resolve())
+    if config.model and not os.path.isabs(config.model) and Path(config.model).expanduser().is_dir():
+        changes["model"] = str(Path(config.model).expanduser().resolve())
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def make_private_dirs(path: Path) -> None:
+    """mkdir -p where every folder created is 0700 (Path.mkdir(parents=True) gives the parents
+    0777 minus the umask, 0755 under the usual 022); an error names the folder."""
+    path = Path(path)
+    missing = []
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        for created in reversed(missing):
+            try:
+                os.mkdir(created, 0o700)
+            except FileExistsError:
+                continue  # made by another process a moment ago
+            os.chmod(created, 0o700)
+        if not path.is_dir():
+            raise ExperimentError(f"{path}: not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ExperimentError(f"{path}: folder is not writable")
+    except OSError as exc:
+        raise ExperimentError(f"{exc.filename or path}: cannot create the folder: {exc.strerror}") from exc
 
 
 def run_dir(experiment: Experiment, run: Run) -> Path:
@@ -96,7 +141,7 @@ def supervisor_alive(experiment: Experiment) -> bool:
 def start_supervisor(db_path: Path | str, experiment: Experiment) -> int:
     """Start the experiment's supervisor, detached: own session, no pipes to the caller."""
     log_path = Path(experiment.out_dir) / "supervisor.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dirs(log_path.parent)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
@@ -163,6 +208,7 @@ def stop(store: Store, key: str, *, grace_s: float = STOP_GRACE_S, wait: bool = 
             else:
                 # No live worker to ask: the status itself tells a worker that is starting up.
                 store.update_run(run.id, status=RunStatus.STOPPED)
+    asked = list(signalled)
     deadline = time.monotonic() + grace_s
     while wait and signalled and time.monotonic() < deadline:
         signalled = [r for r in signalled if is_same_process(r.pid, r.pid_start_time)]
@@ -170,7 +216,47 @@ def stop(store: Store, key: str, *, grace_s: float = STOP_GRACE_S, wait: bool = 
     for run in signalled if wait else []:
         signal_run(run, signal.SIGKILL)
         store.finish_run(run.id, RunStatus.STOPPED, error=f"killed after {grace_s:.0f} s without stopping", expect=RunStatus.RUNNING)
+    for run in asked if wait else []:
+        kill_stragglers(run)
     return [store.get_run(r.id) for r in runs]
+
+
+def kill_stragglers(run: Run) -> list[int]:
+    """SIGKILL what the worker started that outlived it (a child that ignored SIGTERM): the
+    processes of the worker's session that started no earlier than the worker itself. The
+    start-time test keeps an unrelated process that was handed a reused id out of it."""
+    if run.pid is None or run.pid_start_time is None:
+        return []
+    members = [p for p in _processes() if p[1] == run.pid and p[3] != "Z" and p[2] >= run.pid_start_time - START_TIME_TOLERANCE_S]
+    if any(pid == run.pid for pid, *_ in members):
+        return []  # the worker itself still runs (and may yet stop its children)
+    killed = []
+    for pid, *_ in members:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed
+
+
+def _processes():
+    """(pid, session id, start time, state) of every process /proc shows."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        started = process_start_time(int(name))
+        if started is not None:
+            yield int(name), int(fields[3]), started, fields[0]
 
 
 def resume(db_path: Path | str, store: Store, key: str) -> tuple[Experiment, list[Run]]:

@@ -96,7 +96,7 @@ def experiments_table(store: Store) -> Table:
     table = Table(title="experiments", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
     for col in ("name", "tasks", "model", "profile", "status", "runs", "started", "best"):
         # Long names fold onto a second line rather than squeezing every other column.
-        table.add_column(col, no_wrap=col != "name", overflow="fold" if col == "name" else "ellipsis", min_width=24 if col == "name" else None)
+        table.add_column(col, no_wrap=col != "name", overflow="fold" if col == "name" else "ellipsis", min_width=18 if col == "name" else None)
     for exp in store.list_experiments():
         runs = store.runs(exp.id)
         done = sum(r.status == RunStatus.FINISHED for r in runs)

@@ -15,6 +15,7 @@ import argparse
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from powerbert.liveness import reconcile
-from powerbert.store import ExperimentStatus, RunStatus, Store, process_start_time
+from powerbert.store import ExperimentStatus, RunStatus, Store, StoreError, process_start_time
 from powerbert.worker import log_tail
 
 POLL_S = 1.0
@@ -51,7 +52,9 @@ def device_slots(launch: dict) -> list[Slot]:
 
 
 def thread_env(workers: int) -> dict[str, str]:
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    # POWERBERT_THREADS set by the user wins: on a shared box (or a busy CI runner) torch's
+    # threads spinning against other people's work make a small model many times slower.
+    threads = os.environ.get("POWERBERT_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, workers)))
     return {"POWERBERT_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
@@ -77,7 +80,12 @@ class Supervisor:
         self.terminating = False
 
     def log(self, text: str) -> None:
-        print(time.strftime("%Y-%m-%d %H:%M:%S"), text, flush=True)
+        # supervisor.log sits in the experiment folder: a full or read-only disk there must not
+        # kill the process that records how every run ended, so a failed log write is dropped.
+        try:
+            print(time.strftime("%Y-%m-%d %H:%M:%S"), text, flush=True)
+        except (OSError, ValueError):
+            pass
 
     def run(self) -> int:
         exp = self.experiment
@@ -88,12 +96,19 @@ class Supervisor:
         )
         self.log(f"supervising experiment {exp.name} (id {exp.id}) with {len(self.free)} slot(s): {', '.join(s.label for s in self.free)}")
         while True:
-            self.reap()
-            runs = reconcile(self.store, exp.id, skip=set(self.children))
-            status = self.store.get_experiment(exp.id).status
-            if status == ExperimentStatus.RUNNING and not self.terminating:
-                self.start_queued()
-                runs = self.store.runs(exp.id)
+            try:
+                self.reap()
+                runs = reconcile(self.store, exp.id, skip=set(self.children))
+                status = self.store.get_experiment(exp.id).status
+                if status == ExperimentStatus.RUNNING and not self.terminating:
+                    self.start_queued()
+                    runs = self.store.runs(exp.id)
+            except (StoreError, sqlite3.OperationalError) as exc:
+                # runs.db busy (a lock held past the busy timeout) or full: the workers go on
+                # training, so wait and look again rather than die and leave them unwatched.
+                self.log(f"runs.db unavailable, retrying: {exc}")
+                time.sleep(POLL_S)
+                continue
             active = [r for r in runs if r.status in (RunStatus.RUNNING, RunStatus.QUEUED)]
             if not self.children and not any(r.status == RunStatus.RUNNING for r in runs):
                 if not active or status != ExperimentStatus.RUNNING or self.terminating:
@@ -134,7 +149,11 @@ class Supervisor:
             if run.status != RunStatus.RUNNING:
                 continue  # the worker recorded how it ended
             tail = log_tail(Path(run.out_dir) / "worker.log")
-            if code == -signal.SIGKILL:
+            if code == -signal.SIGTERM:
+                # SIGTERM (`powerbert stop`, or this supervisor's own stop) arrived before the
+                # worker had set its handler: it was asked to stop, it did not fail.
+                self.store.finish_run(run_id, RunStatus.STOPPED, exit_code=code, error="stopped before training started", log_tail=tail, expect=RunStatus.RUNNING)
+            elif code == -signal.SIGKILL:
                 # Killed without a chance to say so: the same as vanishing (kill -9, OOM killer).
                 self.store.finish_run(run_id, RunStatus.LOST, exit_code=code, error="worker was killed (SIGKILL)", log_tail=tail, expect=RunStatus.RUNNING)
             else:
@@ -145,9 +164,11 @@ class Supervisor:
         self.terminating = True
         for proc, _slot in self.children.values():
             try:
-                proc.terminate()
+                os.killpg(proc.pid, signal.SIGTERM)  # the worker leads its group: its children too
             except ProcessLookupError:
                 pass
+            except PermissionError:
+                proc.terminate()
 
     def finish(self) -> int:
         exp_id = self.experiment.id

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from powerbert import checkpoint as ckpt
-from powerbert.batching import EncodedTask, bucketed_batches, encode_task, sorted_batches
+from powerbert.batching import Batch, EncodedTask, bucketed_batches, encode_task, sorted_batches
 from powerbert.config import TrainConfig
 from powerbert.data import TaskData, load_split, skipped_summary
 from powerbert.model import MultitaskBert, build_model, load_tokenizer
@@ -43,6 +43,11 @@ class TrainCallbacks:
     def on_eval(self, result: "EvalResult") -> None: ...
     def on_checkpoint(self, kind: str, path: Path, step: int) -> None: ...
     def on_message(self, text: str) -> None: ...
+
+    def before_checkpoint(self, kind: str, step: int) -> None:
+        """Called just before a checkpoint is written. A resume checkpoint at step k promises
+        that everything reported up to step k is durable (the worker flushes its buffered
+        metrics here), else a kill after the checkpoint leaves a gap in the stored curve."""
 
 
 @dataclass
@@ -144,6 +149,39 @@ def evaluate(model: MultitaskBert, dev: dict[str, EncodedTask], device, precisio
     return results
 
 
+class TrainStep:
+    """One optimisation step on one batch of every task: forward passes under autocast, the
+    combiner's backward, the L2 term, clipping, the optimizer. `train_subset` runs it, and so do
+    the benchmarks in bench/, so what they time is the product's own step."""
+
+    def __init__(self, model: MultitaskBert, optimizer: torch.optim.Optimizer, combiner, config: TrainConfig, device: torch.device):
+        self.model, self.optimizer, self.combiner = model, optimizer, combiner
+        self.config, self.device = config, device
+        self.shared = model.shared_parameters()
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def __call__(self, batches: dict[str, Batch], step: int) -> dict[str, torch.Tensor]:
+        """Train on `batches` (task -> batch); returns each task's loss, detached."""
+        model, config = self.model, self.config
+        losses = {}
+        for name, batch in batches.items():
+            batch = batch.to(self.device)
+            with autocast_for(self.device, config.precision):
+                outputs = model.task_outputs(batch)
+            losses[name] = model.task_loss(batch, outputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.combiner.backward(losses, self.shared, step)
+        if config.l2 > 0:
+            # d/dw of lambda * sum(w^2) is 2 * lambda * w: added to the gradient directly, which
+            # is the explicit L2 term without a pass over every weight to compute its value.
+            with_grad = [p for p in self.trainable if p.grad is not None]
+            torch._foreach_add_([p.grad for p in with_grad], with_grad, alpha=2 * config.l2)
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, config.grad_clip)
+        self.optimizer.step()
+        return {n: v.detach() for n, v in losses.items()}
+
+
 def make_optimizer(model: MultitaskBert, config: TrainConfig) -> torch.optim.Optimizer:
     if config.freeze_encoder:
         for p in model.encoder.parameters():
@@ -152,7 +190,10 @@ def make_optimizer(model: MultitaskBert, config: TrainConfig) -> torch.optim.Opt
     groups = [{"params": model.shared_parameters(), "lr": config.lr}]
     groups.append({"params": head_params, "lr": config.head_lr or config.lr})
     groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    # Fused AdamW is one kernel for all parameters instead of several per tensor group: on a
+    # GPU it is the fastest implementation (bench/gpu_mfu.py).
+    fused = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
 
 
 def make_schedule(optimizer, config: TrainConfig, total_steps: int):
@@ -211,11 +252,11 @@ def train_subset(
     ))
 
     def save_last(step: int) -> None:
+        callbacks.before_checkpoint("last", step)
         _save_last(last_path, model, optimizer, scheduler, step, best_overall, best_epoch, best_scores, config)
         callbacks.on_checkpoint("last", last_path, step)
 
-    shared = model.shared_parameters()
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    train_step = TrainStep(model, optimizer, combiner, config, device)
     model.train()
     last_save = time.monotonic()
     step = start_step
@@ -223,25 +264,10 @@ def train_subset(
         if should_stop and should_stop():
             save_last(step)
             return TrainResult("stopped", step, best_epoch, best_scores, best_overall, best_path if best_epoch else None)
-        losses = {}
-        for name, stream in streams.items():
-            batch = stream.batch(step).to(device)
-            with autocast_for(device, config.precision):
-                outputs = model.task_outputs(batch)
-            losses[name] = model.task_loss(batch, outputs)
-        optimizer.zero_grad(set_to_none=True)
-        combiner.backward(losses, shared, step)
-        if config.l2 > 0:
-            # d/dw of lambda * sum(w^2) is 2 * lambda * w: added to the gradient directly, which
-            # is the explicit L2 term without a pass over every weight to compute its value.
-            grads = [p.grad for p in trainable if p.grad is not None]
-            torch._foreach_add_(grads, [p for p in trainable if p.grad is not None], alpha=2 * config.l2)
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
+        losses = train_step({name: stream.batch(step) for name, stream in streams.items()}, step)
         scheduler.step()
         step += 1
-        loss_values = {n: float(v.detach()) for n, v in losses.items()}
+        loss_values = {n: float(v) for n, v in losses.items()}
         callbacks.on_step(step, step / steps_per_epoch, loss_values, scheduler.get_last_lr()[0])
 
         if step % steps_per_epoch == 0:

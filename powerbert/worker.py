@@ -27,6 +27,16 @@ METRIC_FLUSH_S = 2.0  # metrics reach runs.db at most this late; one transaction
 LOG_TAIL_LINES = 30
 
 
+def say(text: str, stream=None) -> None:
+    """Print a line to the worker's log. worker.log lives in the run folder, so on a full or
+    read-only disk the write fails: that must neither stop training nor hide the real error
+    (the checkpoint write names the path), so a failed log write is dropped."""
+    try:
+        print(text, file=stream or sys.stdout, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 class StoreCallbacks(TrainCallbacks):
     """Training progress into runs.db: buffered metrics, a heartbeat thread, dev outputs."""
 
@@ -51,17 +61,23 @@ class StoreCallbacks(TrainCallbacks):
             while not self._done.wait(HEARTBEAT_INTERVAL_S):
                 with self._lock:
                     progress = dict(self._progress)
-                status = store.heartbeat(self.run_id, **progress)
+                try:
+                    status = store.heartbeat(self.run_id, **progress)
+                except Exception as exc:
+                    # A busy or full database: beat again next time. Ending the thread here
+                    # would let every viewer mark this healthy run lost 20 s later.
+                    say(f"heartbeat failed, will retry: {exc}", sys.stderr)
+                    continue
                 if status == RunStatus.STOPPED:  # `powerbert stop` could not signal us
                     self.stop_event.set()
         except Exception as exc:  # a heartbeat failure must not kill training; say so in the log
-            print(f"heartbeat thread stopped: {exc}", file=sys.stderr, flush=True)
+            say(f"heartbeat thread stopped: {exc}", sys.stderr)
         finally:
             store.close()
 
     def on_start(self, info: TrainStart) -> None:
-        print(f"device {info.device}; rows per epoch {info.train_rows}; dev rows {info.dev_rows}; "
-              f"{info.total_steps} steps from step {info.start_step}", flush=True)
+        say(f"device {info.device}; rows per epoch {info.train_rows}; dev rows {info.dev_rows}; "
+            f"{info.total_steps} steps from step {info.start_step}")
         with self._lock:
             self._progress.update(total_steps=info.total_steps, step=info.start_step)
         self.store.heartbeat(self.run_id, total_steps=info.total_steps, step=info.start_step)
@@ -93,18 +109,24 @@ class StoreCallbacks(TrainCallbacks):
             self._buffer.extend(rows)
         self.flush()
         scores = "  ".join(f"{t} {v:.4f}" for t, v in result.scores.items())
-        print(f"epoch {result.epoch} dev: {scores}  overall {result.overall:.4f}"
-              f"{'  (best)' if result.is_best else ''}", flush=True)
+        say(f"epoch {result.epoch} dev: {scores}  overall {result.overall:.4f}"
+            f"{'  (best)' if result.is_best else ''}")
         if result.is_best:
             self.store.save_dev_outputs(self.run_id, result.outputs)
             self.store.update_run(self.run_id, best_scores=result.scores, best_overall=result.overall, epoch=result.epoch)
+
+    def before_checkpoint(self, kind: str, step: int) -> None:
+        # Every metric up to `step` reaches runs.db before the resume checkpoint says `step`:
+        # a kill after the checkpoint then leaves no gap in the curve (resume drops only rows
+        # after `step`).
+        self.flush()
 
     def on_checkpoint(self, kind: str, path: Path, step: int) -> None:
         if kind == "best":
             self.store.update_run(self.run_id, checkpoint=str(path))
 
     def on_message(self, text: str) -> None:
-        print(text, flush=True)
+        say(text)
 
     def close(self) -> None:
         self._done.set()
@@ -164,6 +186,10 @@ def run_worker(db_path: str, run_id: int, device_label: str) -> int:
             step = ckpt.load_tensors(out_dir / "last.safetensors")[1]["step"]
             # Steps after the checkpoint are trained again: drop their old metric rows first.
             store.delete_metrics_after(run_id, step)
+        else:
+            # A fresh start (first attempt, or an earlier one died before its first resume
+            # checkpoint): every step is trained again, so no earlier row may stay.
+            store.delete_metrics_after(run_id, -1)
         callbacks = StoreCallbacks(db_path, run_id, stop_event)
         result = train_subset(config, out_dir, callbacks, should_stop=stop_event.is_set, resume=resume)
         callbacks_loss = callbacks.last_loss
@@ -175,8 +201,11 @@ def run_worker(db_path: str, run_id: int, device_label: str) -> int:
         store.finish_run(run_id, status, exit_code=0, log_tail=log_tail(log_path))
         return 0
     except BaseException as exc:  # noqa: BLE001 - every way out must leave a final status
-        traceback.print_exc()
-        sys.stderr.flush()
+        try:  # the log may sit on the disk that just filled up: still record the status
+            traceback.print_exc()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
         if callbacks is not None:
             try:
                 callbacks.close()
