@@ -57,8 +57,13 @@ def training_overrides(**given) -> dict:
         from powerbert.tasks import parse_tasks
 
         given["tasks"] = parse_tasks(tasks)
+    # Stored paths must not depend on the folder a command runs in: the workers, the
+    # dashboard and `powerbert predict` may all start elsewhere.
     if given.get("data_dir") is not None:
-        given["data_dir"] = str(given["data_dir"])
+        given["data_dir"] = str(Path(given["data_dir"]).expanduser().resolve())
+    model = given.get("model")
+    if model and Path(model).expanduser().is_dir():
+        given["model"] = str(Path(model).expanduser().resolve())
     if given.get("skip_bad_rows") is False:
         given["skip_bad_rows"] = None
     from powerbert.config import parse_settings
