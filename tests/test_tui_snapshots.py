@@ -1,0 +1,93 @@
+"""Snapshots (pytest-textual-snapshot) of the dashboard's main screens at 80x24 and 120x40.
+
+The app is built by `tui.app.create_app`, as `powerbert-tui` builds it, on the database of
+tests/test_tui.py's `prepare_db` (fixed timestamps), with a frozen clock, no GPUs, the time
+zone set to UTC and a relative database path, so every run draws the same screen. Each
+snapshot waits for its data on a condition before it is taken.
+
+Run: python -m pytest tests/test_tui_snapshots.py -q   (--snapshot-update after a deliberate change)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_tui import NOW, prepare_db, wait_for
+from tui.app import create_app
+
+pytestmark = pytest.mark.timeout(120)
+
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.fixture
+def snap_app(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    prepare_db(Path("runs.db"), Path("runs"))
+    yield create_app("runs.db", clock=lambda: NOW, gpu_probe=lambda: [])
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def _experiments(pilot) -> None:
+    await wait_for(pilot, lambda: pilot.app.screen.query_one("#experiments-table").row_count == 2)
+
+
+async def _experiment(pilot) -> None:
+    from tests.test_tui import open_experiment
+    from powerbert.store import Store
+
+    screen = await open_experiment(pilot, "beta")
+    with Store("runs.db") as store:
+        running = store.find_run("beta/para+sts")
+    screen.query_one("#runs-table").move_to(str(running.id))
+    await wait_for(pilot, lambda: screen.follow.run_id == running.id and len(screen.curves.get("loss")[0]) == 25)
+    await wait_for(pilot, lambda: len(screen.query_one("#log").lines) > 0)
+
+
+async def _results(pilot) -> None:
+    await _experiments(pilot)
+    pilot.app.screen.query_one("#experiments-table").move_cursor(row=1)  # alpha
+    await pilot.press("e")
+    await wait_for(pilot, lambda: getattr(pilot.app.screen, "report", None) is not None, timeout=30)
+
+
+async def _form(pilot) -> None:
+    await _experiments(pilot)
+    await pilot.press("n")
+    await wait_for(pilot, lambda: pilot.app.screen.id == "new-experiment")
+
+
+async def _help(pilot) -> None:
+    await _experiments(pilot)
+    await pilot.press("question_mark")
+    await wait_for(pilot, lambda: pilot.app.screen.id == "help")
+
+
+async def _compare(pilot) -> None:
+    await _experiments(pilot)
+    await pilot.press("space", "down", "space", "c")
+    await wait_for(pilot, lambda: pilot.app.screen.id == "compare")
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: len(screen.shown) == 2 and len(screen.curves) == 2, timeout=30)
+
+
+SCREENS = {
+    "experiments": _experiments,
+    "experiment": _experiment,
+    "results": _results,
+    "new_experiment": _form,
+    "help": _help,
+    "compare": _compare,
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_screen(snap_compare, snap_app, screen, size):
+    assert snap_compare(snap_app, terminal_size=size, run_before=SCREENS[screen])

@@ -1,0 +1,120 @@
+"""powerbert-tui: the PowerBERT dashboard (Textual). Start, watch, stop and resume experiments,
+read their results, try their models on your own sentences, and compare experiments.
+
+    powerbert-tui [--db runs.db]        (or POWERBERT_DB=...; default ./runs.db)
+
+The app is small: it holds the database handle, the clock and the GPU probe (both injectable,
+so tests and snapshots are deterministic) and opens screens. Screens live in tui/screens/, each
+polling runs.db from a thread worker of its own. Quitting never stops a run: supervisors and
+workers run detached, and opening the dashboard again shows them as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from tui.gpu import GpuStat, probe_gpus
+from tui.screens.experiments import ExperimentsScreen
+from tui.screens.help import HelpScreen
+from tui.source import DEFAULT_DB, Database
+
+# What the screens import lazily; loaded in a thread at start so the first screen draws at once.
+HEAVY_MODULES = ("powerbert.experiments", "powerbert.live", "powerbert.profiles", "powerbert.results",
+                 "powerbert.report", "tui.rows")
+
+
+class PowerBertApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "PowerBERT"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # app.tcss lays plots out by these
+    BINDINGS = [
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        gpu_probe: Callable[[], list[GpuStat]] = probe_gpus,
+        poll_s: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.db = Database(db_path)
+        self.clock = clock  # elapsed and ETA are measured against this
+        self.gpu_probe = gpu_probe
+        self.poll_s = poll_s  # a shorter poll interval for every screen (tests)
+
+    def on_mount(self) -> None:
+        self._warm_up()
+        self.push_screen(ExperimentsScreen())
+
+    @work(thread=True, exit_on_error=False, group="warm-up")
+    def _warm_up(self) -> None:
+        import importlib
+
+        for name in HEAVY_MODULES:
+            importlib.import_module(name)
+
+    # -- opening screens (the screens call these) ----------------------------------------------
+
+    def open_experiment(self, experiment_id: int) -> None:
+        from tui.screens.experiment import ExperimentScreen
+
+        self.push_screen(ExperimentScreen(experiment_id))
+
+    def open_new_experiment(self) -> None:
+        from tui.screens.new_experiment import NewExperimentScreen
+
+        self.push_screen(NewExperimentScreen())
+
+    def open_results(self, experiment_id: int) -> None:
+        from tui.screens.results import ResultsScreen
+
+        self.push_screen(ResultsScreen(experiment_id))
+
+    def open_playground(self, experiment_id: int) -> None:
+        from tui.screens.playground import PlaygroundScreen
+
+        self.push_screen(PlaygroundScreen(experiment_id))
+
+    def open_compare(self, experiment_ids: list[int]) -> None:
+        from tui.screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(experiment_ids))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def on_unmount(self) -> None:
+        self.db.close()
+
+
+def create_app(db_path: str | os.PathLike[str] | None = None, **options) -> PowerBertApp:
+    """The app as `powerbert-tui` builds it (tests and snapshots use this too)."""
+    return PowerBertApp(db_path or os.environ.get("POWERBERT_DB") or DEFAULT_DB, **options)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="powerbert-tui", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default=None, help=f"the runs database (env POWERBERT_DB; default ./{DEFAULT_DB})")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `powerbert-tui` script."""
+    args = parse_args(argv)
+    create_app(args.db).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Table cells and status lines, built in the fetch workers from what was read.
+
+This is where the dashboard reuses the CLI's formatting (powerbert.live: status colours,
+durations, ETA; powerbert.results: run names). Those modules pull in torch and scipy, which
+take seconds to import, so only worker threads import this module: the screens draw at once.
+Failed and lost runs stand out twice, in the status colour and with a '!' before their name,
+so they show even where colour is lost.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+
+from powerbert.live import STATUS_STYLE, eta_seconds, fmt_duration
+from powerbert.results import run_label
+from powerbert.store import Experiment, Run, RunStatus
+from tui.fetch import ExperimentSummary
+
+PROBLEM = (RunStatus.FAILED, RunStatus.LOST)
+MARK = "●"
+
+
+def status_text(status) -> Text:
+    return Text(str(status), style=STATUS_STYLE.get(str(status), ""))
+
+
+def elapsed(run: Run, now: float) -> float | None:
+    """Like Run.elapsed, against the dashboard's clock (so tests can freeze it); none while
+    queued (a resumed run keeps its old start time until a worker takes it)."""
+    if run.started_at is None or run.status == RunStatus.QUEUED:
+        return None
+    return max(0.0, (run.ended_at if run.ended_at is not None else now) - run.started_at)
+
+
+def _num(value: float | None, digits: int = 3) -> Text:
+    return Text("-" if value is None else f"{value:.{digits}f}", justify="right")
+
+
+def run_cells(run: Run, tasks: tuple[str, ...], now: float) -> list[Text]:
+    """run, status, device, epoch and step, loss, best dev score per task, elapsed, ETA."""
+    problem = run.status in PROBLEM
+    label = run_label(run.subset, run.kind)
+    name = Text(("! " if problem else "") + label, style=STATUS_STYLE[str(run.status)] if problem else "")
+    step = f"{run.step or 0}/{run.total_steps}" if run.total_steps else "-"
+    epoch = "-" if run.epoch is None else str(run.epoch)
+    scores = []
+    for task in tasks:
+        if task in (run.best_scores or {}):
+            scores.append(_num(run.best_scores[task]))
+        else:
+            scores.append(Text("" if task in run.tasks else "·", justify="right", style="dim"))
+    return [
+        name, status_text(run.status), Text(run.device or "-"), Text(f"{epoch} {step}", justify="right"),
+        _num(run.loss), *scores,
+        Text(fmt_duration(elapsed(run, now)), justify="right"),
+        Text(fmt_duration(eta_seconds(run, now)), justify="right"),
+    ]
+
+
+def run_detail(run: Run) -> Text:
+    """The line under the table for the selected run; says why a run failed or was lost."""
+    text = Text()
+    text.append(run_label(run.subset, run.kind), style="bold")
+    text.append("  ")
+    text.append_text(status_text(run.status))
+    if run.attempt > 1:
+        text.append(f"  attempt {run.attempt}", style="dim")
+    if run.best_overall is not None:
+        text.append(f"  best overall {run.best_overall:.4f}")
+    if run.status in PROBLEM:
+        text.append(f"  {run.error or 'no reason recorded'}", style=STATUS_STYLE[str(run.status)])
+    elif run.error and run.status != RunStatus.FINISHED:
+        text.append(f"  {run.error}", style="yellow")
+    return text
+
+
+def experiment_line(experiment: Experiment, runs: list[Run], supervisor_alive: bool) -> Text:
+    """Name, status, run counts, and what needs attention (no supervisor, an error)."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[str(run.status)] = counts.get(str(run.status), 0) + 1
+    text = Text()
+    text.append(experiment.name, style="bold")
+    text.append("  ")
+    text.append_text(status_text(experiment.status))
+    text.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items()), style="dim")
+    active = any(r.status in (RunStatus.RUNNING, RunStatus.QUEUED) for r in runs)
+    if active and not supervisor_alive:
+        text.append("  no supervisor is running: R resumes", style="bold yellow")
+    if experiment.error:
+        text.append(f"  {experiment.error}", style="red")
+    return text
+
+
+def model_name(config: dict) -> str:
+    model = (config.get("train") or {}).get("model")
+    if model in (None, "", "default"):
+        return "MiniLM"
+    return str(model).rstrip("/").split("/")[-1][:24]
+
+
+def experiment_cells(summary: ExperimentSummary, marked: bool) -> list[Text]:
+    """mark, name, tasks, model, status, runs finished/all, started, best overall."""
+    exp = summary.experiment
+    started = time.strftime("%m-%d %H:%M", time.localtime(exp.started_at or exp.created_at))
+    return [
+        Text(MARK if marked else " ", style="bold cyan"),
+        Text(exp.name),
+        Text(",".join(exp.tasks)),
+        Text(model_name(exp.config)),
+        status_text(exp.status),
+        Text(f"{summary.done}/{summary.total}", justify="right"),
+        Text(started),
+        _num(summary.best, 4),
+    ]

@@ -1,0 +1,1 @@
+"""The dashboard's screens, one file each; `base.PollingScreen` is how they read runs.db."""

@@ -1,0 +1,1 @@
+"""The dashboard's widgets: live tables, curves, the log tail, probability bars."""

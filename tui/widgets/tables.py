@@ -1,0 +1,32 @@
+"""The experiment view's table: one row per run (cells built by tui.rows in the worker)."""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+
+from tui.widgets.live_table import LiveTable
+
+
+class RunsTable(LiveTable):
+    """One row per run; the score columns are the experiment's tasks, known with the first poll."""
+
+    def show_runs(self, tasks: tuple[str, ...], rows: dict) -> None:
+        self.set_columns([("run", "run"), ("status", "status"), ("device", "device"), ("progress", "ep step"),
+                          ("loss", "loss"), *((t, t) for t in tasks), ("elapsed", "elapsed"), ("eta", "ETA")])
+        self.sync(rows)
+
+
+class ExperimentsTable(LiveTable):
+    """The home screen's table: one row per experiment, kept newest first."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Open")]  # shown in the footer
+
+    def __init__(self, **kwargs) -> None:
+        columns = [("mark", " "), ("name", "name"), ("tasks", "tasks"), ("model", "model"),
+                   ("status", "status"), ("runs", "runs"), ("started", "started"), ("best", "best")]
+        super().__init__(columns, **kwargs)
+
+    def show_experiments(self, rows: dict, names_newest_first: list[str]) -> None:
+        # rows added later (new experiments) are sorted back into newest-first order
+        rank = {name: i for i, name in enumerate(names_newest_first)}
+        self.sync(rows, order=lambda cells: rank.get(cells[1].plain.strip(), len(rank)))
