@@ -26,15 +26,18 @@ class ExperimentSummary:
     experiment: Experiment
     done: int  # finished runs
     total: int
-    best: float | None  # best overall dev score of any run
+    best: float | None  # best overall dev score over every task: an ensemble or an all-task run
 
 
 def experiment_summaries(store: Store) -> list[ExperimentSummary]:
     """Every experiment, newest first, with its run counts and best overall score."""
+    from powerbert.results import best_overall  # in the fetch thread: keeps start-up light
+
     summaries = []
     for experiment in store.list_experiments():
         runs = store.runs(experiment.id)
-        best = max((r.best_overall for r in runs if r.best_overall is not None), default=None)
+        found = best_overall(store, experiment)
+        best = found[1] if found else None
         done = sum(r.status == RunStatus.FINISHED for r in runs)
         summaries.append(ExperimentSummary(experiment, done, len(runs), best))
     return summaries
