@@ -1,0 +1,604 @@
+"""Prediction on new text with a finished experiment: every model, and every ensemble over them.
+
+    with Store("runs.db") as store:
+        loaded = load_experiment_models(store, "exp1")           # each best checkpoint, once
+        result = predict_texts(loaded, "sst", ["a gorgeous, witty, seductive movie."])
+        result.members["sst+para"], result.ensembles["weighted"]  # outputs as in tasks.py
+        rows = predict_file(loaded, "sts", "sts-test-student.csv", "weighted")
+
+The ensembles combine the models' outputs with `ensemble.combine` and the weights stored with
+the experiment's ensemble results, so a prediction here and a dev score in the report come from
+the same function and the same weights. A model that cannot be used (its run did not finish,
+its checkpoint is missing or corrupt) is left out and named in `missing`; each ensemble then
+uses the models it has, its weights renormalised over them.
+
+Work is shared within a call (and across calls that pass the same `PredictionCache`): texts are
+tokenised once per pair mode, each model embeds every distinct sentence once (so an STS pair
+and a bi-encoder paraphrase pair through a model trained on both, or a sentence repeated in the
+input, cost one encoder pass each), and models run over length-sorted batches.
+
+Nothing here prints: the CLI and the dashboard's playground render the dataclasses returned.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.special import expit, softmax
+
+from powerbert.batching import EncodedTask, encode_texts, sorted_batches
+from powerbert.checkpoint import CheckpointError, atomic_write_bytes, load_tensors, read_json
+from powerbert.config import TrainConfig
+from powerbert.data import read_task_file
+from powerbert.ensemble import SCHEMES, combine
+from powerbert.errors import ExperimentError
+from powerbert.model import STS_SCALE, ModelError, MultitaskBert, load_encoder, load_tokenizer
+from powerbert.store import Experiment, RunStatus, Store
+from powerbert.tasks import TASKS, power_set, subset_name
+from powerbert.train import autocast_for, resolve_device
+
+BATCH_SIZE = 64  # rows per forward pass
+FILE_CHUNK_ROWS = 2048  # rows of a file predicted per call, so the embedding cache stays small
+
+# The CS224N starter code's submission files: `id \t HEADER ` then `ID , PREDICTION ` per row
+# (the misspelt "Similiarity" is the course's).
+CS224N_HEADERS = {
+    "sst": "Predicted_Sentiment",
+    "para": "Predicted_Is_Paraphrase",
+    "sts": "Predicted_Similiarity",
+    "cfimdb": "Predictions",
+}
+FORMATS = ("tsv", "cs224n")
+
+
+# ---- what loading gives --------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    name: str  # the run's subset, e.g. 'sst+para': the member name the ensembles use
+    model: MultitaskBert  # in eval mode, on the experiment's device
+    config: TrainConfig  # from the checkpoint's best.json
+    checkpoint: Path  # the best.safetensors it was loaded from
+
+
+@dataclass
+class LoadedExperiment:
+    experiment: Experiment
+    models: dict[str, LoadedModel]  # subset -> model, power-set order
+    tokenizer: Any  # one tokenizer, shared by every model (they share the base model)
+    weights: dict[tuple[str, str], dict[str, float]]  # (scheme, task) -> member -> weight, as stored
+    missing: dict[str, str]  # subset -> why it is not loaded (run failed, checkpoint corrupt, ...)
+    device: torch.device
+    precision: str  # "fp32" or "bf16": the autocast used for forward passes
+    only_tasks: tuple[str, ...] | None = None  # models were loaded for these tasks only (None: all)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks this can predict."""
+        return tuple(t for t in self.experiment.tasks if self.only_tasks is None or t in self.only_tasks)
+
+    def members(self, task: str) -> list[str]:
+        """The loaded models trained on `task`."""
+        return [name for name, m in self.models.items() if task in m.config.tasks]
+
+    def expected(self, task: str) -> list[str]:
+        """Every power-set subset that includes `task`, loaded or not."""
+        return [subset_name(s) for s in power_set(self.tasks) if task in s]
+
+    def schemes(self, task: str | None = None) -> list[str]:
+        """Schemes with stored weights (for `task`, if given), in the order tables show them."""
+        names = {s for s, t in self.weights if task is None or t == task}
+        return [s for s in SCHEMES if s in names] + sorted(names - set(SCHEMES))
+
+
+# ---- what prediction gives -----------------------------------------------------------------
+
+
+@dataclass
+class TaskPrediction:
+    """One task's outputs for a list of inputs, per model and per ensemble.
+
+    Outputs follow powerbert.tasks: logits [N, C] (classify), one logit [N] (binary), the
+    score [N] (regress). `labels()` and `probabilities()` read them.
+    """
+
+    task: str
+    inputs: list[tuple[str, ...]]  # the texts as predicted (control characters removed)
+    members: dict[str, np.ndarray]  # model -> outputs
+    ensembles: dict[str, np.ndarray]  # scheme -> combined outputs
+    weights: dict[str, dict[str, float]]  # scheme -> member -> weight used (renormalised)
+    missing: list[str]  # models of this task that could not be used
+    truncated: list[int]  # positions of inputs cut to the model's max_length
+    max_length: int  # tokens per input the models read
+    messages: list[str] = field(default_factory=list)  # ensembles that could not run or run short
+
+    @property
+    def notices(self) -> list[str]:
+        """Everything the user should be told, one line each: truncation first."""
+        lines = list(self.messages)
+        if self.truncated:
+            shown = ", ".join(str(i + 1) for i in self.truncated[:10]) + (", …" if len(self.truncated) > 10 else "")
+            lines.insert(0, f"{self.task}: {len(self.truncated)} input(s) longer than {self.max_length} tokens "
+                            f"were truncated to {self.max_length} (input {shown})")
+        return lines
+
+    def outputs(self, source: str) -> np.ndarray:
+        """Outputs of a scheme or of a model."""
+        if source in self.ensembles:
+            return self.ensembles[source]
+        if source in self.members:
+            return self.members[source]
+        known = ", ".join([*self.ensembles, *self.members]) or "none"
+        raise ValueError(f"no {self.task} outputs for '{source}': predicted are {known}")
+
+    def labels(self, source: str) -> np.ndarray:
+        """Predicted labels: class (classify), 0/1 (binary) or the score clipped to 0..5."""
+        return TASKS[self.task].predictions(self.outputs(source))
+
+    def probabilities(self, source: str) -> np.ndarray | None:
+        return probabilities(self.task, self.outputs(source))
+
+
+@dataclass
+class FilePredictions(Sequence):
+    """A task file's predictions in file order; a sequence of (id, prediction) pairs."""
+
+    task: str
+    source: str  # the scheme (or model) that predicted
+    path: Path
+    rows: list[tuple[str, int | float]]
+    missing: list[str]  # models of the task that could not be used
+    notices: list[str]
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def probabilities(task: str, outputs: np.ndarray) -> np.ndarray | None:
+    """Class probabilities [N, C] (classify), P(positive) [N] (binary), None (regress)."""
+    kind = TASKS[task].kind
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if kind == "classify":
+        return softmax(outputs, axis=-1)
+    if kind == "binary":
+        return expit(outputs)
+    return None
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+
+def load_experiment_models(
+    store: Store,
+    experiment: Experiment | str | int,
+    device: str | torch.device = "cpu",
+    *,
+    precision: str | None = None,
+    tasks: Sequence[str] | None = None,
+) -> LoadedExperiment:
+    """Load the best checkpoint of every finished power-set run of `experiment`, once.
+
+    A run that did not finish, or whose checkpoint is missing, corrupt or does not fit the
+    architecture in its best.json, is left out and named in `missing` with the reason.
+    `precision` None means fp32 on a CPU and each run's training precision on a GPU.
+    `tasks` limits loading to the models trained on any of them (None: every model).
+    Raises ExperimentError when no model at all can be loaded.
+    """
+    if not isinstance(experiment, Experiment):
+        experiment = store.get_experiment(experiment)
+    device = resolve_device(str(device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: no CUDA GPU is available here: use cpu (or auto)")
+    for task in tasks or ():
+        if task not in experiment.tasks:
+            raise ValueError(f"experiment '{experiment.name}' has no task {task}: its tasks are {', '.join(experiment.tasks)}")
+    wanted = set(tasks or experiment.tasks)
+    expected = [subset_name(s) for s in power_set(experiment.tasks) if wanted & set(s)]
+    runs = {r.subset: r for r in store.runs(experiment.id, kind="powerset")}
+    models: dict[str, LoadedModel] = {}
+    missing: dict[str, str] = {}
+    for subset in expected:
+        run = runs.get(subset)
+        if run is None:
+            missing[subset] = "no run"
+            continue
+        if run.status != RunStatus.FINISHED:
+            reason = f"run {run.status}"
+            missing[subset] = f"{reason}: {run.error}" if run.error else reason
+            continue
+        try:
+            loaded = _load_model(run, device)
+        except (CheckpointError, ModelError) as exc:
+            missing[subset] = str(exc)
+            continue
+        base = next(iter(models.values()), loaded).config.model  # one tokenizer serves them all
+        if loaded.config.model != base:
+            missing[subset] = f"trained from model {loaded.config.model}, the others from {base}"
+            continue
+        models[subset] = loaded
+    if not models:
+        by_reason: dict[str, list[str]] = {}
+        for subset, why in missing.items():
+            by_reason.setdefault(why, []).append(subset)
+        reasons = "; ".join(f"{', '.join(subsets)}: {why}" for why, subsets in by_reason.items())
+        raise ExperimentError(f"no model of experiment '{experiment.name}' can be loaded ({reasons})")
+    first = next(iter(models.values()))
+
+    if precision is None:
+        precision = "fp32" if device.type == "cpu" else first.config.precision
+    return LoadedExperiment(
+        experiment=experiment,
+        models=models,
+        tokenizer=load_tokenizer(first.config.model),
+        weights=stored_weights(store, experiment),
+        missing=missing,
+        device=device,
+        precision=precision,
+        only_tasks=None if tasks is None else tuple(tasks),
+    )
+
+
+def _load_model(run, device: torch.device) -> LoadedModel:
+    folder = Path(run.out_dir) if run.out_dir else Path(run.checkpoint or "").parent
+    path = folder / "best.safetensors"
+    meta = read_json(folder / "best.json")
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / 'best.json'}: not a PowerBERT checkpoint config ({exc})") from None
+    if subset_name(config.tasks) != run.subset:
+        raise CheckpointError(f"{folder / 'best.json'}: is for tasks {'+'.join(config.tasks)}, not {run.subset}")
+    tensors, _ = load_tensors(path)
+    model = MultitaskBert(load_encoder(config.model, weights=False), config.tasks, config.heads)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: does not fit the model its best.json describes ({first})") from None
+    model.to(device).eval()
+    return LoadedModel(run.subset, model, config, path)
+
+
+def stored_weights(store: Store, experiment: Experiment) -> dict[tuple[str, str], dict[str, float]]:
+    """(scheme, task) -> member weights from the stored ensemble results; evaluated first if
+    the experiment has none stored yet."""
+    results = store.ensemble_results(experiment.id)
+    if not results:
+        from powerbert.results import ensemble_experiment
+
+        ensemble_experiment(store, experiment.id)
+        results = store.ensemble_results(experiment.id)
+    weights = {}
+    for r in results:
+        w = {m: float(v) for m, v in (r.details or {}).get("weights", {}).items() if v is not None}
+        if w:
+            weights[(r.scheme, r.task)] = w
+    return weights
+
+
+# ---- inputs --------------------------------------------------------------------------------
+
+
+def clean_text(text: str) -> str:
+    """The text with control characters removed and whitespace runs made one space.
+
+    Emoji, right-to-left scripts and format characters (joiners, direction marks) are kept:
+    the tokenizer decides what to make of them.
+    """
+    kept = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if ch.isspace():
+            kept.append(" ")
+        elif category not in ("Cc", "Cs"):  # controls, and lone surrogates from undecodable bytes
+            kept.append(ch)
+    return " ".join("".join(kept).split())
+
+
+def _check_inputs(task: str, texts) -> list[tuple[str, ...]]:
+    spec = TASKS[task]
+    if isinstance(texts, str):
+        texts = [texts]
+    if len(texts) == 0:
+        raise ValueError(f"{task}: no input: expected at least one {'sentence pair' if spec.is_pair else 'sentence'}")
+    width = len(spec.text_columns)
+    rows = []
+    for i, item in enumerate(texts, 1):
+        row = (item,) if isinstance(item, str) else tuple(item)
+        if len(row) != width or not all(isinstance(t, str) for t in row):
+            want = "a pair of sentences" if spec.is_pair else "one sentence"
+            raise ValueError(f"{task}: input {i} has {len(row)} text(s): the task takes {want} per input")
+        cleaned = tuple(clean_text(t) for t in row)
+        for j, (raw, text) in enumerate(zip(row, cleaned), 1):
+            if not text:
+                where = f"input {i}" + (f", sentence {j}," if spec.is_pair else "")
+                what = "is empty" if not raw.strip() else "has only control characters"
+                raise ValueError(f"{task}: {where} {what}: expected some text")
+        rows.append(cleaned)
+    return rows
+
+
+# ---- prediction ----------------------------------------------------------------------------
+
+
+@dataclass
+class PredictionCache:
+    """Token ids and embeddings already computed, to share between calls on the same inputs
+    (e.g. para and sts on one sentence pair). Keep one per batch of inputs: it grows with them."""
+
+    tokens: dict[tuple, tuple[tuple, bool]] = field(default_factory=dict)  # (mode, max_length, texts) -> (key, truncated)
+    embeddings: dict[tuple, torch.Tensor] = field(default_factory=dict)  # (model, key) -> [H]
+
+
+def predict_texts(
+    loaded: LoadedExperiment,
+    task: str,
+    texts: Sequence[str] | Sequence[tuple[str, str]],
+    scheme: str | Sequence[str] | None = None,
+    *,
+    cache: PredictionCache | None = None,
+) -> TaskPrediction:
+    """Every model's outputs for `texts` on `task`, and the ensembles of `scheme`.
+
+    `texts` are sentences for sst and cfimdb, (sentence1, sentence2) pairs for para and sts.
+    `scheme` None means every scheme the experiment has (one that cannot run for lack of
+    models is left out with a message); a named scheme (or list) that cannot run raises
+    ValueError, and only the models it weights are run. Inputs longer than a model's
+    max_length are truncated and listed in `truncated`; empty inputs raise ValueError.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task '{task}': expected one of {', '.join(TASKS)}")
+    if task not in loaded.tasks:
+        if task in loaded.experiment.tasks:
+            raise ValueError(f"{task}: its models were not loaded (loaded for {', '.join(loaded.tasks)} only)")
+        raise ValueError(f"experiment '{loaded.experiment.name}' has no task {task}: its tasks are {', '.join(loaded.tasks)}")
+    rows = _check_inputs(task, texts)
+    cache = cache if cache is not None else PredictionCache()
+    members = loaded.members(task)
+    missing = [m for m in loaded.expected(task) if m not in loaded.models]
+    messages: list[str] = []
+    requested = loaded.schemes() if scheme is None else [scheme] if isinstance(scheme, str) else list(scheme)
+    weights: dict[str, dict[str, float]] = {}
+    for name in requested:
+        if name not in loaded.schemes():
+            raise ValueError(_unknown_scheme(loaded, name))
+        stored = loaded.weights.get((name, task), {})
+        usable = {m: w for m, w in stored.items() if m in loaded.models and w > 0}
+        if not usable:
+            # no stored weights: the scheme could not run when the ensembles were evaluated
+            gone = [m for m in stored if m not in loaded.models] or (
+                [task] if name == "single" else missing)
+            message = f"{task}: the {name} ensemble cannot run: {', '.join(gone) or 'its models'} missing"
+            if scheme is not None:
+                raise ValueError(message)
+            messages.append(message)
+            continue
+        total = sum(usable.values())
+        weights[name] = {m: w / total for m, w in usable.items()}
+        gone = [m for m, w in stored.items() if w > 0 and m not in loaded.models]
+        if gone:
+            messages.append(f"{task}: the {name} ensemble runs without {', '.join(gone)}; its weights are renormalised over the rest")
+    if not members:
+        raise ValueError(f"{task}: no model trained on it can be loaded (missing: {', '.join(missing)})")
+    if scheme is not None:  # run only what the requested ensembles need
+        needed = {m for w in weights.values() for m in w}
+        members = [m for m in members if m in needed]
+
+    outputs: dict[str, np.ndarray] = {}
+    truncated: set[int] = set()
+    for name in members:
+        member = loaded.models[name]
+        out, cut = _model_outputs(loaded, member, task, rows, cache)
+        outputs[name] = out
+        truncated |= cut
+    ensembles = {s: combine(task, outputs, w) for s, w in weights.items()}
+    max_length = min(loaded.models[m].config.max_length for m in members)
+    return TaskPrediction(task, rows, outputs, ensembles, weights, missing, sorted(truncated), max_length, messages)
+
+
+def predict_sentences(
+    loaded: LoadedExperiment,
+    first: str,
+    second: str | None = None,
+    scheme: str | None = None,
+    *,
+    tasks: Sequence[str] | None = None,
+) -> dict[str, TaskPrediction]:
+    """Predict every task of the experiment (or of `tasks`) the input fits: one sentence (sst,
+    cfimdb) or a pair (para, sts). The tasks share one cache, so shared work is done once."""
+    cache = PredictionCache()
+    pair = second is not None
+    texts = [(first, second)] if pair else [first]
+    fits = [t for t in loaded.tasks if TASKS[t].is_pair == pair and loaded.members(t) and (tasks is None or t in tasks)]
+    if not fits:
+        want = "sentence pairs (para, sts)" if pair else "single sentences (sst, cfimdb)"
+        raise ValueError(f"experiment '{loaded.experiment.name}' has no loaded model for {want}")
+    return {t: predict_texts(loaded, t, texts, scheme, cache=cache) for t in fits}
+
+
+def predict_file(
+    loaded: LoadedExperiment,
+    task: str,
+    input_path: Path | str,
+    scheme: str = "weighted",
+    *,
+    chunk_rows: int = FILE_CHUNK_ROWS,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> FilePredictions:
+    """Predict every row of a CS224N task file (labelled or test-student), in file order.
+
+    `scheme` is an ensemble scheme, or a model (subset name, e.g. 'sst+para') to predict with
+    that model alone. Predictions: sst class 0..4, para 0/1, sts score 0..5.
+    `on_progress(rows_done, rows_total)` is called after each chunk of rows.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task '{task}': expected one of {', '.join(TASKS)}")
+    single_model = scheme in loaded.models
+    if single_model and task not in loaded.models[scheme].config.tasks:
+        raise ValueError(f"model {scheme} was not trained on {task}: models for {task} are {', '.join(loaded.members(task))}")
+    if not single_model and scheme not in loaded.schemes():
+        raise ValueError(_unknown_scheme(loaded, scheme, task))
+    data = read_task_file(task, input_path)
+    rows: list[tuple[str, int | float]] = []
+    notices: list[str] = []
+    truncated: list[str] = []
+    missing: list[str] = []
+    for start in range(0, len(data.examples), chunk_rows):
+        chunk = data.examples[start : start + chunk_rows]
+        texts = [ex.texts if TASKS[task].is_pair else ex.texts[0] for ex in chunk]
+        if single_model:
+            result = _predict_one_model(loaded, task, texts, scheme)
+        else:
+            result = predict_texts(loaded, task, texts, scheme)
+        labels = result.labels(scheme)
+        cast = float if TASKS[task].kind == "regress" else int
+        rows.extend((ex.id, cast(v)) for ex, v in zip(chunk, labels))
+        truncated += [chunk[i].id for i in result.truncated]
+        missing = result.missing
+        notices += [n for n in result.messages if n not in notices]
+        max_length = result.max_length
+        if on_progress is not None:
+            on_progress(start + len(chunk), len(data.examples))
+    if truncated:
+        shown = ", ".join(truncated[:10]) + (", …" if len(truncated) > 10 else "")
+        notices.insert(0, f"{task}: {len(truncated)} row(s) longer than {max_length} tokens were truncated to {max_length} (ids {shown})")
+    return FilePredictions(task, scheme, Path(input_path), rows, missing, notices)
+
+
+def _unknown_scheme(loaded: LoadedExperiment, scheme: str, task: str | None = None) -> str:
+    name = loaded.experiment.name
+    if scheme in SCHEMES:
+        return f"experiment '{name}' has no stored {scheme} ensemble: run `powerbert ensemble {name}`"
+    known = [*(loaded.schemes() or SCHEMES), *(loaded.members(task) if task else [])]
+    return f"unknown scheme '{scheme}': expected one of {', '.join(known)}"
+
+
+def _predict_one_model(loaded: LoadedExperiment, task: str, texts, name: str) -> TaskPrediction:
+    rows = _check_inputs(task, texts)
+    member = loaded.models[name]
+    out, cut = _model_outputs(loaded, member, task, rows, PredictionCache())
+    return TaskPrediction(task, rows, {name: out}, {}, {}, [], sorted(cut), member.config.max_length)
+
+
+def format_predictions(task: str, rows: Sequence[tuple[str, int | float]], fmt: str = "tsv") -> str:
+    """The text of a predictions file: "tsv" (header `id<TAB>prediction`) or "cs224n" (the
+    course's submission format: header `id \\t Predicted_Sentiment ` and rows `ID , VALUE `)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format '{fmt}': expected one of {', '.join(FORMATS)}")
+    show = (lambda v: f"{v:.4f}") if TASKS[task].kind == "regress" else str
+    if fmt == "tsv":
+        lines = ["id\tprediction", *(f"{i}\t{show(v)}" for i, v in rows)]
+    else:
+        lines = [f"id \t {CS224N_HEADERS[task]} ", *(f"{i} , {show(v)} " for i, v in rows)]
+    return "\n".join(lines) + "\n"
+
+
+def write_predictions(path: Path | str, task: str, rows: Sequence[tuple[str, int | float]], fmt: str = "tsv") -> Path:
+    """Write a predictions file atomically (a temporary file, then a rename)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory: expected a file name for the predictions")
+    if not path.parent.is_dir():
+        raise ValueError(f"{path}: folder {path.parent} does not exist")
+    atomic_write_bytes(path, format_predictions(task, rows, fmt).encode("utf-8"))
+    return path
+
+
+# ---- the forward passes --------------------------------------------------------------------
+
+
+def _tokens(loaded: LoadedExperiment, mode: str, max_length: int, items: list[tuple[str, ...]], cache: PredictionCache):
+    """Token keys for each item, tokenising only items not in the cache (one batched call).
+
+    A key is (ids,) for one sentence and (ids, type ids) for a cross-encoded pair."""
+    todo = list(dict.fromkeys(i for i in items if (mode, max_length, i) not in cache.tokens))
+    if todo:
+        tok = loaded.tokenizer
+        if mode == "cross":
+            ids, types = encode_texts(tok, [a for a, _ in todo], max_length, [b for _, b in todo])
+            keys = [(tuple(i), tuple(t)) for i, t in zip(ids, types)]
+        else:
+            ids, _ = encode_texts(tok, [a for (a,) in todo], max_length)
+            keys = [(tuple(i),) for i in ids]
+        # Only an input that fills max_length may have been cut: check those without truncation.
+        full = [n for n, k in enumerate(keys) if len(k[0]) >= max_length]
+        cut = set()
+        if full:
+            firsts = [todo[n][0] for n in full]
+            seconds = [todo[n][1] for n in full] if mode == "cross" else None
+            whole = tok(firsts, seconds, truncation=False, return_attention_mask=False, return_token_type_ids=False)
+            cut = {n for n, w in zip(full, whole["input_ids"]) if len(w) > max_length}
+        floor = tok.num_special_tokens_to_add(pair=mode == "cross")
+        for n, (item, key) in enumerate(zip(todo, keys)):
+            if len(key[0]) <= floor:
+                raise ValueError(f"input {' / '.join(map(repr, item))} has nothing the tokenizer can read")
+            cache.tokens[(mode, max_length, item)] = (key, n in cut)
+    return [cache.tokens[(mode, max_length, i)] for i in items]
+
+
+@torch.inference_mode()
+def _embeddings(loaded: LoadedExperiment, member: LoadedModel, keys: list[tuple], cache: PredictionCache) -> torch.Tensor:
+    """Pooled embeddings [len(keys), H]; each distinct key is encoded once per model."""
+    todo = list(dict.fromkeys(k for k in keys if (member.name, k) not in cache.embeddings))
+    if todo:
+        cross = len(todo[0]) == 2
+        encoded = EncodedTask(
+            task="", ids=[""] * len(todo), labels=None,
+            first=[list(k[0]) for k in todo],
+            first_types=[list(k[1]) for k in todo] if cross else None,
+            second=None, pad_id=loaded.tokenizer.pad_token_id,
+        )
+        for indices in sorted_batches(encoded.lengths(), BATCH_SIZE):
+            batch = encoded.collate(indices).to(loaded.device)
+            with autocast_for(loaded.device, loaded.precision):
+                pooled = member.model.embed(batch.a)
+            for i, vector in zip(batch.indices, pooled):
+                cache.embeddings[(member.name, todo[i])] = vector
+    return torch.stack([cache.embeddings[(member.name, k)] for k in keys])
+
+
+@torch.inference_mode()
+def _model_outputs(
+    loaded: LoadedExperiment, member: LoadedModel, task: str, rows: list[tuple[str, ...]], cache: PredictionCache
+) -> tuple[np.ndarray, set[int]]:
+    """One model's outputs for the rows, and the positions of rows that were truncated."""
+    model, spec = member.model, TASKS[task]
+    mode = model.head_config.pair_mode(task) if spec.is_pair else "bi"
+    max_length = member.config.max_length
+    with autocast_for(loaded.device, loaded.precision):
+        if spec.is_pair and mode == "bi":
+            a = _tokens(loaded, "bi", max_length, [(r[0],) for r in rows], cache)
+            b = _tokens(loaded, "bi", max_length, [(r[1],) for r in rows], cache)
+            u = _embeddings(loaded, member, [k for k, _ in a], cache)
+            v = _embeddings(loaded, member, [k for k, _ in b], cache)
+            out = _head_outputs(model, task, u, v)
+            cut = {i for i, ((_, x), (_, y)) in enumerate(zip(a, b)) if x or y}
+        else:
+            tokens = _tokens(loaded, mode, max_length, rows, cache)
+            out = _head_outputs(model, task, _embeddings(loaded, member, [k for k, _ in tokens], cache))
+            cut = {i for i, (_, x) in enumerate(tokens) if x}
+    return out.float().cpu().numpy().astype(np.float64), cut
+
+
+def _head_outputs(model: MultitaskBert, task: str, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+    """MultitaskBert.task_outputs from pooled embeddings instead of a batch (same heads, same
+    arithmetic; tests/test_predict.py checks the two agree), so embeddings can be shared."""
+    spec = TASKS[task]
+    if v is not None:
+        if spec.kind == "regress" and model.head_config.sts_head == "cosine":
+            return F.cosine_similarity(u.float(), v.float(), dim=-1).abs().clamp(max=1.0) * STS_SCALE
+        features = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+        return model.heads[task](model.dropout(features)).squeeze(-1).float()
+    out = model.heads[task](model.dropout(u))
+    return (out if spec.kind == "classify" else out.squeeze(-1)).float()
