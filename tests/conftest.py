@@ -8,6 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# The test models are tiny: one thread beats two (no fork-join per op), and on a busy machine
+# two threads per test process made small ops a thousand times slower.
+torch.set_num_threads(1)
 
 from tests.fixtures import write_tiny_model, write_toy_dataset
 

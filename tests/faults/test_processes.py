@@ -1,0 +1,123 @@
+"""Cases 4 and 5: process identity and stopping, with real processes and real signals.
+
+Case 4: a run (and a supervisor) whose recorded pid now belongs to an unrelated process, one
+that started at another time: it is not alive, `powerbert stop` (the real command) never
+signals it, and `powerbert status` calls the run lost.
+Case 5: `stop` sends SIGTERM to a worker, which checkpoints and ends stopped well inside the
+grace period; a worker that ignores SIGTERM is killed when the grace period ends; and nothing
+the worker started (even a child that ignores SIGTERM) outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from powerbert import checkpoint as ckpt
+from powerbert import experiments
+from powerbert.liveness import run_is_alive
+from powerbert.store import RunStatus, Store, process_start_time
+from tests.faults.helpers import alive, cli, cli_env, session_members, tiny_config, wait_until
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+# A process that ignores SIGTERM and starts a child that ignores it too.
+STUBBORN = (
+    "import signal, subprocess, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(600)'])\n"
+    "time.sleep(600)\n"
+)
+# The real worker, started with a child that ignores SIGTERM (as a compile or data-loading
+# helper might): the stop must not leave it behind.
+WORKER_WITH_CHILD = (
+    "import runpy, subprocess, sys\n"
+    "subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
+    "sys.argv = ['powerbert.worker', '--db', sys.argv[1], '--run', sys.argv[2]]\n"
+    "runpy.run_module('powerbert.worker', run_name='__main__', alter_sys=True)\n"
+)
+
+
+@pytest.mark.timeout(180)
+def test_4_a_reused_pid_is_not_alive_and_never_signalled(tmp_path, janitor):
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    exp = store.create_experiment("stale", ("sst", "sts"), {"train": {}}, str(tmp_path / "runs"), [("sst",), ("sts",)])
+    sst, sts = store.runs(exp.id)
+    # Bystanders in sessions of their own, so that a killpg on their pid would reach them.
+    bystanders = [janitor.popen(SLEEPER, start_new_session=True) for _ in range(2)]
+    started = [process_start_time(b.pid) for b in bystanders]
+    host = socket.gethostname()
+    store.mark_run_started(sst.id, bystanders[0].pid, started[0] - 3600, host, "cpu")
+    store.mark_run_started(sts.id, bystanders[1].pid, started[1] - 3600, host, "cpu")
+    store.update_experiment(exp.id, status="running", supervisor_pid=bystanders[1].pid, supervisor_start_time=started[1] - 7200)
+    assert not run_is_alive(store.get_run(sst.id))
+    assert not experiments.supervisor_alive(store.get_experiment(exp.id))  # resume would start a new one
+    env = cli_env(db)
+
+    out = cli("stop", "stale/sst", "--grace", "1", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "sst: stopped" in out.stdout
+    out = cli("status", "stale", env={**env, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    assert "lost" in out.stdout and f"no process {bystanders[1].pid} started at the recorded time" in out.stdout
+    assert all(b.poll() is None for b in bystanders), "a bystander was signalled"
+    assert store.get_run(sst.id).status == RunStatus.STOPPED
+    assert store.get_run(sts.id).status == RunStatus.LOST
+    store.close()
+
+
+@pytest.mark.timeout(180)
+def test_5_sigterm_checkpoints_and_stops_within_the_grace_leaving_no_child(tmp_path, janitor, tiny_model_dir, toy_data_dir):
+    db = tmp_path / "runs.db"
+    janitor.watch_db(db)
+    store = Store(db)
+    config = tiny_config(tiny_model_dir, toy_data_dir, ("sst",), epochs=400, max_train=None)
+    exp = experiments.create_experiment(store, config, name="stop", out_root=tmp_path / "runs")
+    run = store.claim_next_queued(exp.id)  # as the supervisor would, then start the worker as it does
+    Path(run.out_dir).mkdir(mode=0o700)
+    with open(Path(run.out_dir) / "worker.log", "ab") as log:
+        worker = janitor.popen([sys.executable, "-c", WORKER_WITH_CHILD, str(db), str(run.id)], start_new_session=True,
+                               stdout=log, stderr=subprocess.STDOUT)
+    wait_until(lambda: (store.get_run(run.id).step or 0) > 0, 120, "the worker to train")
+    members = session_members(worker.pid)
+    assert len(members) == 2, members  # the worker and its child
+
+    t0 = time.monotonic()
+    stopped = experiments.stop(store, "stop/sst", grace_s=30)[0]
+    took = time.monotonic() - t0
+    assert stopped.status == RunStatus.STOPPED and stopped.error is None, stopped.error
+    assert took < 30, f"took the whole grace period ({took:.1f} s): it was killed, not stopped"
+    assert worker.wait(timeout=10) == 0
+    tensors, meta = ckpt.load_tensors(Path(run.out_dir) / "last.safetensors")
+    assert meta["step"] == store.get_run(run.id).step > 0
+    wait_until(lambda: not any(alive(p) for p in members), 10, "the worker's child to be gone")
+    assert session_members(worker.pid) == []
+    store.close()
+
+
+@pytest.mark.timeout(120)
+def test_5_a_worker_ignoring_sigterm_is_killed_after_the_grace_with_its_children(tmp_path, janitor):
+    store = Store(tmp_path / "runs.db")
+    exp = store.create_experiment("stubborn", ("sst",), {"train": {}}, str(tmp_path / "runs"), [("sst",)])
+    run = store.runs(exp.id)[0]
+    worker = janitor.popen([sys.executable, "-c", STUBBORN], start_new_session=True, stdout=subprocess.PIPE)
+    worker.stdout.readline()  # its child is up
+    members = session_members(worker.pid)
+    assert len(members) == 2
+    store.mark_run_started(run.id, worker.pid, process_start_time(worker.pid), socket.gethostname(), "cpu")
+
+    t0 = time.monotonic()
+    stopped = experiments.stop(store, "stubborn/sst", grace_s=2)[0]
+    took = time.monotonic() - t0
+    assert 2 <= took < 15
+    assert stopped.status == RunStatus.STOPPED and "killed after 2 s" in stopped.error
+    assert worker.wait(timeout=10) == -signal.SIGKILL
+    wait_until(lambda: not any(alive(p) for p in members), 10, "every process of the worker to be gone")
+    store.close()
