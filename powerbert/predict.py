@@ -26,7 +26,6 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,69 +33,17 @@ import torch.nn.functional as F
 from scipy.special import expit, softmax
 
 from powerbert.batching import EncodedTask, encode_texts, sorted_batches
-from powerbert.checkpoint import CheckpointError, atomic_write_bytes, load_tensors, read_json
-from powerbert.config import TrainConfig
 from powerbert.data import read_task_file
 from powerbert.ensemble import SCHEMES, combine
-from powerbert.errors import ExperimentError
-from powerbert.model import STS_SCALE, ModelError, MultitaskBert, load_encoder, load_tokenizer
-from powerbert.store import Experiment, RunStatus, Store
-from powerbert.tasks import TASKS, power_set, subset_name
-from powerbert.train import autocast_for, resolve_device
+from powerbert.loading import LoadedExperiment, LoadedModel, load_experiment_models, stored_weights  # noqa: F401 - re-exported
+from powerbert.model import STS_SCALE, MultitaskBert
+from powerbert.prediction_files import CS224N_HEADERS, FORMATS, format_predictions, write_predictions  # noqa: F401 - re-exported
+from powerbert.tasks import TASKS
+from powerbert.train import autocast_for
 
 BATCH_SIZE = 64  # rows per forward pass
 FILE_CHUNK_ROWS = 2048  # rows of a file predicted per call, so the embedding cache stays small
 
-# The CS224N starter code's submission files: `id \t HEADER ` then `ID , PREDICTION ` per row
-# (the misspelt "Similiarity" is the course's).
-CS224N_HEADERS = {
-    "sst": "Predicted_Sentiment",
-    "para": "Predicted_Is_Paraphrase",
-    "sts": "Predicted_Similiarity",
-    "cfimdb": "Predictions",
-}
-FORMATS = ("tsv", "cs224n")
-
-
-# ---- what loading gives --------------------------------------------------------------------
-
-
-@dataclass
-class LoadedModel:
-    name: str  # the run's subset, e.g. 'sst+para': the member name the ensembles use
-    model: MultitaskBert  # in eval mode, on the experiment's device
-    config: TrainConfig  # from the checkpoint's best.json
-    checkpoint: Path  # the best.safetensors it was loaded from
-
-
-@dataclass
-class LoadedExperiment:
-    experiment: Experiment
-    models: dict[str, LoadedModel]  # subset -> model, power-set order
-    tokenizer: Any  # one tokenizer, shared by every model (they share the base model)
-    weights: dict[tuple[str, str], dict[str, float]]  # (scheme, task) -> member -> weight, as stored
-    missing: dict[str, str]  # subset -> why it is not loaded (run failed, checkpoint corrupt, ...)
-    device: torch.device
-    precision: str  # "fp32" or "bf16": the autocast used for forward passes
-    only_tasks: tuple[str, ...] | None = None  # models were loaded for these tasks only (None: all)
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        """The tasks this can predict."""
-        return tuple(t for t in self.experiment.tasks if self.only_tasks is None or t in self.only_tasks)
-
-    def members(self, task: str) -> list[str]:
-        """The loaded models trained on `task`."""
-        return [name for name, m in self.models.items() if task in m.config.tasks]
-
-    def expected(self, task: str) -> list[str]:
-        """Every power-set subset that includes `task`, loaded or not."""
-        return [subset_name(s) for s in power_set(self.tasks) if task in s]
-
-    def schemes(self, task: str | None = None) -> list[str]:
-        """Schemes with stored weights (for `task`, if given), in the order tables show them."""
-        names = {s for s, t in self.weights if task is None or t == task}
-        return [s for s in SCHEMES if s in names] + sorted(names - set(SCHEMES))
 
 
 # ---- what prediction gives -----------------------------------------------------------------
@@ -174,117 +121,6 @@ def probabilities(task: str, outputs: np.ndarray) -> np.ndarray | None:
     if kind == "binary":
         return expit(outputs)
     return None
-
-
-# ---- loading -------------------------------------------------------------------------------
-
-
-def load_experiment_models(
-    store: Store,
-    experiment: Experiment | str | int,
-    device: str | torch.device = "cpu",
-    *,
-    precision: str | None = None,
-    tasks: Sequence[str] | None = None,
-) -> LoadedExperiment:
-    """Load the best checkpoint of every finished power-set run of `experiment`, once.
-
-    A run that did not finish, or whose checkpoint is missing, corrupt or does not fit the
-    architecture in its best.json, is left out and named in `missing` with the reason.
-    `precision` None means fp32 on a CPU and each run's training precision on a GPU.
-    `tasks` limits loading to the models trained on any of them (None: every model).
-    Raises ExperimentError when no model at all can be loaded.
-    """
-    if not isinstance(experiment, Experiment):
-        experiment = store.get_experiment(experiment)
-    device = resolve_device(str(device))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device}: no CUDA GPU is available here: use cpu (or auto)")
-    for task in tasks or ():
-        if task not in experiment.tasks:
-            raise ValueError(f"experiment '{experiment.name}' has no task {task}: its tasks are {', '.join(experiment.tasks)}")
-    wanted = set(tasks or experiment.tasks)
-    expected = [subset_name(s) for s in power_set(experiment.tasks) if wanted & set(s)]
-    runs = {r.subset: r for r in store.runs(experiment.id, kind="powerset")}
-    models: dict[str, LoadedModel] = {}
-    missing: dict[str, str] = {}
-    for subset in expected:
-        run = runs.get(subset)
-        if run is None:
-            missing[subset] = "no run"
-            continue
-        if run.status != RunStatus.FINISHED:
-            reason = f"run {run.status}"
-            missing[subset] = f"{reason}: {run.error}" if run.error else reason
-            continue
-        try:
-            loaded = _load_model(run, device)
-        except (CheckpointError, ModelError) as exc:
-            missing[subset] = str(exc)
-            continue
-        base = next(iter(models.values()), loaded).config.model  # one tokenizer serves them all
-        if loaded.config.model != base:
-            missing[subset] = f"trained from model {loaded.config.model}, the others from {base}"
-            continue
-        models[subset] = loaded
-    if not models:
-        by_reason: dict[str, list[str]] = {}
-        for subset, why in missing.items():
-            by_reason.setdefault(why, []).append(subset)
-        reasons = "; ".join(f"{', '.join(subsets)}: {why}" for why, subsets in by_reason.items())
-        raise ExperimentError(f"no model of experiment '{experiment.name}' can be loaded ({reasons})")
-    first = next(iter(models.values()))
-
-    if precision is None:
-        precision = "fp32" if device.type == "cpu" else first.config.precision
-    return LoadedExperiment(
-        experiment=experiment,
-        models=models,
-        tokenizer=load_tokenizer(first.config.model),
-        weights=stored_weights(store, experiment),
-        missing=missing,
-        device=device,
-        precision=precision,
-        only_tasks=None if tasks is None else tuple(tasks),
-    )
-
-
-def _load_model(run, device: torch.device) -> LoadedModel:
-    folder = Path(run.out_dir) if run.out_dir else Path(run.checkpoint or "").parent
-    path = folder / "best.safetensors"
-    meta = read_json(folder / "best.json")
-    try:
-        config = TrainConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder / 'best.json'}: not a PowerBERT checkpoint config ({exc})") from None
-    if subset_name(config.tasks) != run.subset:
-        raise CheckpointError(f"{folder / 'best.json'}: is for tasks {'+'.join(config.tasks)}, not {run.subset}")
-    tensors, _ = load_tensors(path)
-    model = MultitaskBert(load_encoder(config.model, weights=False), config.tasks, config.heads)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: does not fit the model its best.json describes ({first})") from None
-    model.to(device).eval()
-    return LoadedModel(run.subset, model, config, path)
-
-
-def stored_weights(store: Store, experiment: Experiment) -> dict[tuple[str, str], dict[str, float]]:
-    """(scheme, task) -> member weights from the stored ensemble results; evaluated first if
-    the experiment has none stored yet."""
-    results = store.ensemble_results(experiment.id)
-    if not results:
-        from powerbert.results import ensemble_experiment
-
-        ensemble_experiment(store, experiment.id)
-        results = store.ensemble_results(experiment.id)
-    weights = {}
-    for r in results:
-        w = {m: float(v) for m, v in (r.details or {}).get("weights", {}).items() if v is not None}
-        if w:
-            weights[(r.scheme, r.task)] = w
-    return weights
 
 
 # ---- inputs --------------------------------------------------------------------------------
@@ -489,30 +325,6 @@ def _predict_one_model(loaded: LoadedExperiment, task: str, texts, name: str) ->
     member = loaded.models[name]
     out, cut = _model_outputs(loaded, member, task, rows, PredictionCache())
     return TaskPrediction(task, rows, {name: out}, {}, {}, [], sorted(cut), member.config.max_length)
-
-
-def format_predictions(task: str, rows: Sequence[tuple[str, int | float]], fmt: str = "tsv") -> str:
-    """The text of a predictions file: "tsv" (header `id<TAB>prediction`) or "cs224n" (the
-    course's submission format: header `id \\t Predicted_Sentiment ` and rows `ID , VALUE `)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format '{fmt}': expected one of {', '.join(FORMATS)}")
-    show = (lambda v: f"{v:.4f}") if TASKS[task].kind == "regress" else str
-    if fmt == "tsv":
-        lines = ["id\tprediction", *(f"{i}\t{show(v)}" for i, v in rows)]
-    else:
-        lines = [f"id \t {CS224N_HEADERS[task]} ", *(f"{i} , {show(v)} " for i, v in rows)]
-    return "\n".join(lines) + "\n"
-
-
-def write_predictions(path: Path | str, task: str, rows: Sequence[tuple[str, int | float]], fmt: str = "tsv") -> Path:
-    """Write a predictions file atomically (a temporary file, then a rename)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory: expected a file name for the predictions")
-    if not path.parent.is_dir():
-        raise ValueError(f"{path}: folder {path.parent} does not exist")
-    atomic_write_bytes(path, format_predictions(task, rows, fmt).encode("utf-8"))
-    return path
 
 
 # ---- the forward passes --------------------------------------------------------------------
