@@ -66,6 +66,7 @@ def create_experiment(
     # The folder first: a read-only or full disk is refused, naming the folder, before anything
     # is stored (else a queued experiment with nowhere to write would be left behind).
     make_private_dirs(out_dir)
+    os.chmod(out_dir, 0o700)  # also when it was there already: it will hold configs and logs
     stored = {
         "train": config.to_dict(),
         "profile": profile,
@@ -142,7 +143,10 @@ def start_supervisor(db_path: Path | str, experiment: Experiment) -> int:
     """Start the experiment's supervisor, detached: own session, no pipes to the caller."""
     log_path = Path(experiment.out_dir) / "supervisor.log"
     make_private_dirs(log_path.parent)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:  # a read-only or full disk: one line naming the file
+        raise ExperimentError(f"{log_path}: cannot write the supervisor's log: {exc.strerror}") from exc
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "powerbert.supervisor", "--db", str(Path(db_path).resolve()), "--experiment", str(experiment.id)],
@@ -158,7 +162,11 @@ def launch(db_path: Path | str, store: Store, experiment: Experiment) -> int | N
     if supervisor_alive(experiment):
         return None
     store.update_experiment(experiment.id, status=ExperimentStatus.RUNNING)
-    return start_supervisor(db_path, store.get_experiment(experiment.id))
+    try:
+        return start_supervisor(db_path, store.get_experiment(experiment.id))
+    except BaseException:
+        store.update_experiment(experiment.id, status=experiment.status)  # not "running" with no supervisor
+        raise
 
 
 def resolve(store: Store, key: str) -> tuple[Experiment, list[Run]]:

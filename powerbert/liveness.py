@@ -7,15 +7,32 @@ runs whose worker vanished (kill -9, a reboot) as lost, with their log tail.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
 
 from powerbert.store import Run, RunStatus, Store, is_same_process
-from powerbert.worker import HEARTBEAT_INTERVAL_S, log_tail
 
+# Defined here rather than in worker.py so that the supervisor and `powerbert status` need not
+# import the training stack (torch, transformers: seconds of start-up) to watch runs.
+HEARTBEAT_INTERVAL_S = 3.0  # the worker beats this often; STALE_AFTER_S must stay well above
+LOG_TAIL_LINES = 30
 STALE_AFTER_S = 20.0  # several missed heartbeats; keeps "lost within 30 s" with room to look
 assert STALE_AFTER_S >= 4 * HEARTBEAT_INTERVAL_S
+
+
+def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def run_is_alive(run: Run, now: float | None = None) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from pickle import UnpicklingError  # only to name torch.load(weights_only=True)'s refusal
 from pathlib import Path
 from typing import Literal
 
@@ -101,7 +102,9 @@ def _load(factory, name: str | None, what: str):
     if local.is_dir():
         try:
             return factory.from_pretrained(str(local))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, UnpicklingError) as exc:
+            # UnpicklingError: a pickled pytorch_model.bin that torch.load(weights_only=True)
+            # refused (a crafted file): one line for the user, not a traceback.
             raise ModelError(f"model folder {resolved}: cannot load its {what}: {_first_line(exc)}") from exc
     try:  # the hub cache first: no network needed for a model downloaded before
         return factory.from_pretrained(resolved, local_files_only=True)
@@ -114,7 +117,7 @@ def _load(factory, name: str | None, what: str):
         )
     try:
         return factory.from_pretrained(resolved)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, UnpicklingError) as exc:
         raise ModelError(f"model '{resolved}': the Hugging Face hub could not provide its {what}: {_first_line(exc)}") from exc
 
 

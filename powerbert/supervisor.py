@@ -22,9 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from powerbert.liveness import reconcile
+from powerbert.liveness import log_tail, reconcile
 from powerbert.store import ExperimentStatus, RunStatus, Store, StoreError, process_start_time
-from powerbert.worker import log_tail
 
 POLL_S = 1.0
 
@@ -106,6 +105,9 @@ class Supervisor:
             except (StoreError, sqlite3.OperationalError) as exc:
                 # runs.db busy (a lock held past the busy timeout) or full: the workers go on
                 # training, so wait and look again rather than die and leave them unwatched.
+                # Anything else (the experiment deleted under us) still ends the supervisor.
+                if isinstance(exc, StoreError) and "locked" not in str(exc):
+                    raise
                 self.log(f"runs.db unavailable, retrying: {exc}")
                 time.sleep(POLL_S)
                 continue
@@ -121,11 +123,19 @@ class Supervisor:
             run = self.store.claim_next_queued(self.experiment.id)
             if run is None:
                 return
-            slot = self.free.pop(0)
             out_dir = Path(run.out_dir)
-            out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            log = open(out_dir / "worker.log", "ab")
-            os.chmod(out_dir / "worker.log", 0o600)
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                log = open(out_dir / "worker.log", "ab")
+                os.chmod(out_dir / "worker.log", 0o600)
+            except OSError as exc:
+                # The output folder went read-only or vanished: this run cannot start, which
+                # says so naming the path; the supervisor goes on with the others.
+                where = exc.filename or out_dir
+                self.store.finish_run(run.id, RunStatus.FAILED, error=f"{where}: cannot write the run's folder: {exc.strerror}", expect=RunStatus.RUNNING)
+                self.log(f"run {run.subset} cannot start: {where}: {exc.strerror}")
+                continue
+            slot = self.free.pop(0)
             # An argument list, never a shell: names and paths reach the worker verbatim.
             argv = [sys.executable, "-m", "powerbert.worker", "--db", self.db_path, "--run", str(run.id), "--device-label", slot.label]
             proc = subprocess.Popen(

@@ -13,18 +13,18 @@ import argparse
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
 import traceback
 from pathlib import Path
 
-from powerbert.store import RunStatus, Store, process_start_time
+from powerbert.liveness import HEARTBEAT_INTERVAL_S, LOG_TAIL_LINES, log_tail  # noqa: F401 (re-exported)
+from powerbert.store import RunStatus, Store, StoreError, process_start_time
 from powerbert.train import EvalResult, TrainCallbacks, TrainStart
 
-HEARTBEAT_INTERVAL_S = 3.0  # liveness.STALE_AFTER_S must stay well above this
 METRIC_FLUSH_S = 2.0  # metrics reach runs.db at most this late; one transaction per flush
-LOG_TAIL_LINES = 30
 
 
 def say(text: str, stream=None) -> None:
@@ -35,6 +35,29 @@ def say(text: str, stream=None) -> None:
         print(text, file=stream or sys.stdout, flush=True)
     except (OSError, ValueError):
         pass
+
+
+BUSY_RETRY_S = 300.0  # how long a write waits out a runs.db someone else keeps locked
+
+
+def _is_busy(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, (StoreError, sqlite3.OperationalError)) and ("locked" in text or "busy" in text)
+
+
+def patiently(write, *args, **kwargs):
+    """A runs.db write that waits out a lock held past the busy timeout (someone's `sqlite3`
+    shell in a transaction, a backup, a huge delete) instead of failing the run: training pauses
+    and goes on. Other errors, and a lock held for BUSY_RETRY_S, still raise."""
+    deadline = time.monotonic() + BUSY_RETRY_S
+    while True:
+        try:
+            return write(*args, **kwargs)
+        except (StoreError, sqlite3.OperationalError) as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise
+            say(f"runs.db is busy, waiting: {exc}", sys.stderr)
+            time.sleep(1.0)
 
 
 class StoreCallbacks(TrainCallbacks):
@@ -80,7 +103,7 @@ class StoreCallbacks(TrainCallbacks):
             f"{info.total_steps} steps from step {info.start_step}")
         with self._lock:
             self._progress.update(total_steps=info.total_steps, step=info.start_step)
-        self.store.heartbeat(self.run_id, total_steps=info.total_steps, step=info.start_step)
+        patiently(self.store.heartbeat, self.run_id, total_steps=info.total_steps, step=info.start_step)
 
     def on_step(self, step: int, epoch: float, losses: dict[str, float], lr: float) -> None:
         total = sum(losses.values())
@@ -98,7 +121,12 @@ class StoreCallbacks(TrainCallbacks):
         with self._lock:
             rows, self._buffer = self._buffer, []
         if rows:
-            self.store.add_metrics(self.run_id, rows)
+            try:
+                patiently(self.store.add_metrics, self.run_id, rows)
+            except BaseException:
+                with self._lock:  # keep them, in order, for whoever flushes next
+                    self._buffer[:0] = rows
+                raise
         self._last_flush = time.monotonic()
 
     def on_eval(self, result: EvalResult) -> None:
@@ -112,8 +140,8 @@ class StoreCallbacks(TrainCallbacks):
         say(f"epoch {result.epoch} dev: {scores}  overall {result.overall:.4f}"
             f"{'  (best)' if result.is_best else ''}")
         if result.is_best:
-            self.store.save_dev_outputs(self.run_id, result.outputs)
-            self.store.update_run(self.run_id, best_scores=result.scores, best_overall=result.overall, epoch=result.epoch)
+            patiently(self.store.save_dev_outputs, self.run_id, result.outputs)
+            patiently(self.store.update_run, self.run_id, best_scores=result.scores, best_overall=result.overall, epoch=result.epoch)
 
     def before_checkpoint(self, kind: str, step: int) -> None:
         # Every metric up to `step` reaches runs.db before the resume checkpoint says `step`:
@@ -123,7 +151,7 @@ class StoreCallbacks(TrainCallbacks):
 
     def on_checkpoint(self, kind: str, path: Path, step: int) -> None:
         if kind == "best":
-            self.store.update_run(self.run_id, checkpoint=str(path))
+            patiently(self.store.update_run, self.run_id, checkpoint=str(path))
 
     def on_message(self, text: str) -> None:
         say(text)
@@ -134,18 +162,6 @@ class StoreCallbacks(TrainCallbacks):
         self.flush()
         self.store.close()
 
-
-def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def run_config(store: Store, run):
@@ -173,7 +189,7 @@ def run_worker(db_path: str, run_id: int, device_label: str) -> int:
     run = store.get_run(run_id)
     out_dir = Path(run.out_dir)
     log_path = out_dir / "worker.log"
-    store.mark_run_started(run_id, os.getpid(), process_start_time(os.getpid()), socket.gethostname(), device_label)
+    patiently(store.mark_run_started, run_id, os.getpid(), process_start_time(os.getpid()), socket.gethostname(), device_label)
     callbacks = None
     try:
         from powerbert.train import train_subset
@@ -185,11 +201,11 @@ def run_worker(db_path: str, run_id: int, device_label: str) -> int:
 
             step = ckpt.load_tensors(out_dir / "last.safetensors")[1]["step"]
             # Steps after the checkpoint are trained again: drop their old metric rows first.
-            store.delete_metrics_after(run_id, step)
+            patiently(store.delete_metrics_after, run_id, step)
         else:
             # A fresh start (first attempt, or an earlier one died before its first resume
             # checkpoint): every step is trained again, so no earlier row may stay.
-            store.delete_metrics_after(run_id, -1)
+            patiently(store.delete_metrics_after, run_id, -1)
         callbacks = StoreCallbacks(db_path, run_id, stop_event)
         result = train_subset(config, out_dir, callbacks, should_stop=stop_event.is_set, resume=resume)
         callbacks_loss = callbacks.last_loss
@@ -197,8 +213,8 @@ def run_worker(db_path: str, run_id: int, device_label: str) -> int:
         callbacks = None
         status = RunStatus.FINISHED if result.status == "finished" else RunStatus.STOPPED
         last_loss = callbacks_loss
-        store.update_run(run_id, step=result.step, **({"loss": last_loss} if last_loss is not None else {}))
-        store.finish_run(run_id, status, exit_code=0, log_tail=log_tail(log_path))
+        patiently(store.update_run, run_id, step=result.step, **({"loss": last_loss} if last_loss is not None else {}))
+        patiently(store.finish_run, run_id, status, exit_code=0, log_tail=log_tail(log_path))
         return 0
     except BaseException as exc:  # noqa: BLE001 - every way out must leave a final status
         try:  # the log may sit on the disk that just filled up: still record the status
@@ -212,7 +228,7 @@ def run_worker(db_path: str, run_id: int, device_label: str) -> int:
             except Exception:
                 pass
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        store.finish_run(run_id, RunStatus.FAILED, exit_code=1, error=f"{type(exc).__name__}: {reason}", log_tail=log_tail(log_path))
+        patiently(store.finish_run, run_id, RunStatus.FAILED, exit_code=1, error=f"{type(exc).__name__}: {reason}", log_tail=log_tail(log_path))
         return 1
     finally:
         store.close()

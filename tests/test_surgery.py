@@ -131,3 +131,23 @@ def test_pcgrad_on_a_module_matches_per_task_gradients_projected():
         got = torch.cat([p.grad.reshape(-1) for p in params])
         assert torch.allclose(got, expected, atol=1e-5)
     assert pcgrad.conflicts > 0
+
+
+def test_pcgrad_restricted_to_touched_embedding_rows_matches_full():
+    # Rows of a table that no batch touches have a zero gradient for every task: leaving them
+    # out of the projections (as TrainStep does on a CPU) must not change the result.
+    def run(with_rows: bool):
+        torch.manual_seed(0)
+        table = torch.nn.Embedding(10, 3)
+        layer = torch.nn.Linear(3, 1)
+        params = [table.weight, layer.weight, layer.bias]
+        ids = [torch.tensor([1, 2, 2]), torch.tensor([2, 5]), torch.tensor([7, 1])]
+        signs = [1.0, -1.0, 0.7]
+        losses = {f"t{k}": s * layer(table(i)).sum() for k, (i, s) in enumerate(zip(ids, signs))}
+        rows = {table.weight: torch.unique(torch.cat(ids))} if with_rows else None
+        PCGrad(seed=3).backward(losses, params, step=4, rows=rows)
+        return [p.grad.clone() for p in params]
+
+    for full, restricted in zip(run(False), run(True)):
+        assert full.shape == restricted.shape
+        assert torch.allclose(full, restricted, atol=1e-6)

@@ -34,7 +34,8 @@ def _boot_time() -> float | None:
 
 def process_start_time(pid: int) -> float | None:
     """Seconds since the epoch at which process `pid` started; None if it does not exist here
-    or this system has no /proc (then only `os.kill(pid, 0)` can say anything)."""
+    (or is a zombie), or this system has no /proc (then only `os.kill(pid, 0)` can say
+    anything)."""
     boot = _boot_time()
     if boot is None:
         return None
@@ -46,6 +47,10 @@ def process_start_time(pid: int) -> float | None:
     # The command name (field 2) is in parentheses and may itself hold spaces or ')': split
     # after the last ')'. What follows starts at field 3, so starttime (field 22) is index 19.
     fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        # A zombie has exited and only waits for its parent to read its status (a worker whose
+        # supervisor died, under an init that does not reap): nothing runs, nothing to signal.
+        return None
     return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 

@@ -286,3 +286,31 @@ def test_12_13_ensembles_and_predict_leave_out_a_damaged_or_pickled_model_and_na
     assert "sst+sts" in said and str(best["sst"]) in said, said
     assert not marker.exists()
     store.close()
+
+
+@pytest.mark.timeout(120)
+def test_10_an_output_folder_gone_read_only_fails_its_runs_naming_it(tmp_path, tmpfs, tiny_model_dir, toy_data_dir):
+    """The experiment folder turns read-only after the experiment was made: `launch` says so in
+    one line (leaving it queued, not 'running' with no supervisor), and a supervisor that finds
+    a run folder it cannot write fails that run naming it and goes on."""
+    from powerbert.errors import ExperimentError
+    from powerbert.store import ExperimentStatus
+    from powerbert.supervisor import Supervisor
+
+    out = tmpfs(tmp_path / "out", "1m")
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    exp = experiments.create_experiment(store, tiny_config(tiny_model_dir, toy_data_dir, ("sst", "sts")), name="ro", out_root=out)
+    remount(out, "ro")
+    with pytest.raises(ExperimentError, match=f"^{out / 'ro'}: folder is not writable$"):
+        experiments.launch(db, store, exp)
+    assert store.get_experiment(exp.id).status == ExperimentStatus.QUEUED
+    store.update_experiment(exp.id, status="running")
+    supervisor = Supervisor(str(db), exp.id)  # in this process: it starts nothing it cannot log
+    supervisor.start_queued()
+    assert supervisor.children == {}
+    for run in store.runs(exp.id):
+        assert run.status == RunStatus.FAILED
+        assert run.error == f"{run.out_dir}: cannot write the run's folder: Read-only file system"
+    supervisor.store.close()
+    store.close()
