@@ -5,6 +5,7 @@ Nothing here downloads anything or reads ../shared: every test builds what it ne
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ import torch
 # The test models are tiny: one thread beats two (no fork-join per op), and on a busy machine
 # two threads per test process made small ops a thousand times slower.
 torch.set_num_threads(1)
+# ... and the same for the supervisors and workers the tests start (they inherit it).
+os.environ.setdefault("POWERBERT_THREADS", "1")
 
 from tests.fixtures import write_tiny_model, write_toy_dataset
 
