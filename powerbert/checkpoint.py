@@ -24,8 +24,7 @@ from safetensors.torch import load_file, save_file
 TMP_PREFIX = ".tmp-"
 
 
-class CheckpointError(Exception):
-    """A checkpoint that is missing, truncated or corrupt; one line naming the file."""
+from powerbert.errors import CheckpointError  # noqa: E402,F401 - defined there, raised and re-exported here
 
 
 def _write_error(path: Path, exc: BaseException) -> CheckpointError:

@@ -29,8 +29,7 @@ from powerbert.tasks import TASKS
 STS_SCALE = 5.0
 
 
-class ModelError(Exception):
-    """A model that cannot be found or loaded; the message is one line for the user."""
+from powerbert.errors import ModelError  # noqa: E402,F401 - defined there, raised and re-exported here
 
 
 @dataclass
