@@ -191,19 +191,22 @@ class MultitaskBert(nn.Module):
 
     def task_outputs(self, batch: Batch) -> torch.Tensor:
         """Outputs for one batch of `batch.task`, in the convention of powerbert.tasks."""
-        name = batch.task
+        if TASKS[batch.task].is_pair and batch.b is not None:
+            return self.head_outputs(batch.task, *self._pair_embeddings(batch))
+        return self.head_outputs(batch.task, self.embed(batch.a))
+
+    def head_outputs(self, name: str, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """A task's outputs from pooled embeddings: `u` alone (a sentence, or a cross-encoded
+        pair), or `u` and `v` (a bi-encoded pair). Prediction calls this directly so that one
+        embedding of a sentence can serve several tasks."""
         task = TASKS[name]
-        if task.is_pair and batch.b is not None:
-            u, v = self._pair_embeddings(batch)
+        if v is not None:
             if task.kind == "regress" and self.head_config.sts_head == "cosine":
                 return F.cosine_similarity(u.float(), v.float(), dim=-1).abs().clamp(max=1.0) * STS_SCALE
             features = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
-            out = self.heads[name](self.dropout(features)).squeeze(-1)
-        else:
-            out = self.heads[name](self.dropout(self.embed(batch.a)))
-            if task.kind != "classify":
-                out = out.squeeze(-1)
-        return out.float()
+            return self.heads[name](self.dropout(features)).squeeze(-1).float()
+        out = self.heads[name](self.dropout(u))
+        return (out if task.kind == "classify" else out.squeeze(-1)).float()
 
     def task_loss(self, batch: Batch, outputs: torch.Tensor) -> torch.Tensor:
         kind = TASKS[batch.task].kind

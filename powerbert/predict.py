@@ -29,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.special import expit, softmax
 
 from powerbert.batching import EncodedTask, encode_texts, sorted_batches
 from powerbert.data import read_task_file
 from powerbert.ensemble import SCHEMES, combine
 from powerbert.loading import LoadedExperiment, LoadedModel, load_experiment_models, stored_weights  # noqa: F401 - re-exported
-from powerbert.model import STS_SCALE, MultitaskBert
+
 from powerbert.prediction_files import CS224N_HEADERS, FORMATS, format_predictions, write_predictions  # noqa: F401 - re-exported
 from powerbert.tasks import TASKS
 from powerbert.train import autocast_for
@@ -394,23 +393,10 @@ def _model_outputs(
             b = _tokens(loaded, "bi", max_length, [(r[1],) for r in rows], cache)
             u = _embeddings(loaded, member, [k for k, _ in a], cache)
             v = _embeddings(loaded, member, [k for k, _ in b], cache)
-            out = _head_outputs(model, task, u, v)
+            out = model.head_outputs(task, u, v)
             cut = {i for i, ((_, x), (_, y)) in enumerate(zip(a, b)) if x or y}
         else:
             tokens = _tokens(loaded, mode, max_length, rows, cache)
-            out = _head_outputs(model, task, _embeddings(loaded, member, [k for k, _ in tokens], cache))
+            out = model.head_outputs(task, _embeddings(loaded, member, [k for k, _ in tokens], cache))
             cut = {i for i, (_, x) in enumerate(tokens) if x}
     return out.float().cpu().numpy().astype(np.float64), cut
-
-
-def _head_outputs(model: MultitaskBert, task: str, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
-    """MultitaskBert.task_outputs from pooled embeddings instead of a batch (same heads, same
-    arithmetic; tests/test_predict.py checks the two agree), so embeddings can be shared."""
-    spec = TASKS[task]
-    if v is not None:
-        if spec.kind == "regress" and model.head_config.sts_head == "cosine":
-            return F.cosine_similarity(u.float(), v.float(), dim=-1).abs().clamp(max=1.0) * STS_SCALE
-        features = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
-        return model.heads[task](model.dropout(features)).squeeze(-1).float()
-    out = model.heads[task](model.dropout(u))
-    return (out if spec.kind == "classify" else out.squeeze(-1)).float()
