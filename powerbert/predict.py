@@ -35,7 +35,6 @@ from powerbert.batching import EncodedTask, encode_texts, sorted_batches
 from powerbert.data import read_task_file
 from powerbert.ensemble import SCHEMES, combine
 from powerbert.loading import LoadedExperiment, LoadedModel, load_experiment_models, stored_weights  # noqa: F401 - re-exported
-
 from powerbert.prediction_files import CS224N_HEADERS, FORMATS, format_predictions, write_predictions  # noqa: F401 - re-exported
 from powerbert.tasks import TASKS
 from powerbert.train import autocast_for
