@@ -130,7 +130,7 @@ class NaiveReference:
             with torch.inference_mode():
                 for start in range(0, len(encoded), BATCH):
                     batch = encoded.collate(list(range(start, min(start + BATCH, len(encoded)))))
-                    parts.append(model.task_outputs(batch).float().numpy())
+                    parts.append(model.task_outputs(batch).float().numpy())  # fp32, as the naive code would
             import numpy as np
 
             outputs[name] = np.concatenate(parts)
@@ -212,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="sst,sts", help="dev files to predict: sst, para, sts")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per side over each file")
     parser.add_argument("--playground-repeats", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="PowerBERT's side only: load_experiment_models(precision=...) (default: the product's, fp32 on a CPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of both sides (default 1: on a busy machine a second thread makes every op a lottery; 0 = torch's own)")
     args = parser.parse_args(argv)
 
     import torch
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         db, experiment = args.db, args.experiment
     with Store(db) as store:
-        loaded = load_experiment_models(store, experiment, "cpu")
+        loaded = load_experiment_models(store, experiment, "cpu", precision=args.precision)
     print(f"   {len(loaded.models)} models loaded from {db} ({loaded.precision}); missing: {loaded.missing or 'none'}", flush=True)
     ratios = {}
     for task in args.tasks.split(","):

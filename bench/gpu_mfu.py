@@ -142,7 +142,7 @@ def measure(batch_size: int, attn: str, compile_encoder: bool, warmup: int, step
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and variants: under 2 minutes on an H100")
-    parser.add_argument("--batch-size", type=int, default=256, help="rows of 128 tokens per step")
+    parser.add_argument("--batch-size", type=int, default=512, help="rows of 128 tokens per step")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, if not known by name")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     parser.add_argument("--profile", action="store_true", help="print the top GPU kernels of each variant")
