@@ -24,7 +24,6 @@ Target <= 1.0x: sharing work across tasks must pay for all the bookkeeping.
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import signal
 import sys
@@ -102,7 +101,7 @@ class NaiveReference:
         self.data = read_task_file(task, path)
         self.weights = loaded.weights[("weighted", task)]
 
-    def run(self) -> int:
+    def run(self, limit: int | None = None) -> int:
         import torch
 
         from powerbert.batching import EncodedTask, encode_texts
@@ -110,13 +109,14 @@ class NaiveReference:
         from powerbert.tasks import TASKS
 
         spec = TASKS[self.task]
+        examples = self.data.examples[:limit]
         outputs = {}
         for name, member in self.loaded.models.items():
             if self.task not in member.config.tasks or self.weights.get(name, 0) <= 0:
                 continue
             model, max_length = member.model, member.config.max_length
-            firsts = [ex.texts[0] for ex in self.data.examples]
-            seconds = [ex.texts[1] for ex in self.data.examples] if spec.is_pair else None
+            firsts = [ex.texts[0] for ex in examples]
+            seconds = [ex.texts[1] for ex in examples] if spec.is_pair else None
             mode = model.head_config.pair_mode(self.task) if spec.is_pair else "bi"
             tok = self.loaded.tokenizer
             if spec.is_pair and mode == "cross":
@@ -125,7 +125,7 @@ class NaiveReference:
             else:
                 first, types = encode_texts(tok, firsts, max_length)
                 second = encode_texts(tok, seconds, max_length)[0] if spec.is_pair else None
-            encoded = EncodedTask(self.task, [ex.id for ex in self.data.examples], None, first, types, second, tok.pad_token_id)
+            encoded = EncodedTask(self.task, [ex.id for ex in examples], None, first, types, second, tok.pad_token_id)
             parts = []
             with torch.inference_mode():
                 for start in range(0, len(encoded), BATCH):
@@ -135,7 +135,7 @@ class NaiveReference:
 
             outputs[name] = np.concatenate(parts)
         combine(self.task, outputs, self.weights)
-        return len(self.data.examples)
+        return len(examples)
 
 
 def part_file(loaded, task: str, path: Path, repeats: int) -> float:
@@ -156,7 +156,12 @@ def part_file(loaded, task: str, path: Path, repeats: int) -> float:
 
     members = [m for m, w in reference.weights.items() if w > 0]
     print(f"-- {task}: {path.name}, {rows} rows, weighted ensemble of {len(members)} models, {repeats} rounds", flush=True)
-    product(), naive()  # warm-up
+    # Warm-up on a few rows: first-call costs of every model and of the tokenizer.
+    from powerbert.predict import predict_texts
+
+    spec_rows = [ex.texts if len(ex.texts) == 2 else ex.texts[0] for ex in reference.data.examples[:16]]
+    predict_texts(loaded, task, spec_rows, "weighted")
+    reference.run(limit=16)
     results = common.interleaved({"powerbert predict": product, "naive reference": naive}, repeats)
     for name, values in results.items():
         print(f"   {name:<18} {common.median(values):8.1f} rows/s  (rounds {common.spread(values)})", flush=True)
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default=None, help="a finished seven-model experiment in --db (default: build one)")
     parser.add_argument("--db", type=Path, default=Path("runs.db"), help="runs.db of --experiment")
     parser.add_argument("--tasks", default="sst,sts", help="dev files to predict: sst, para, sts")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds per side over each file")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds per side over each file")
     parser.add_argument("--playground-repeats", type=int, default=30)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                         help="PowerBERT's side only: load_experiment_models(precision=...) (default: the product's, fp32 on a CPU)")
