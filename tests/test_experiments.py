@@ -112,7 +112,8 @@ def test_killed_worker_is_lost_then_resume_finishes_without_duplicate_steps(star
 
 def test_sigterm_stops_with_a_checkpoint(started, tiny_model_dir, toy_data_dir):
     db, store, start = started
-    exp = start(tiny_config(tiny_model_dir, toy_data_dir, ("sts",), epochs=40, max_train=None))
+    # Far more epochs than the test lets it train, so the run cannot finish before the stop.
+    exp = start(tiny_config(tiny_model_dir, toy_data_dir, ("sts",), epochs=100_000, max_train=None))
     run = store.runs(exp.id)[0]
     wait_until(lambda: (store.get_run(run.id).step or 0) >= 5, 120, "training to start")
     runs = experiments.stop(store, f"{exp.name}/sts", grace_s=30)
@@ -145,7 +146,9 @@ def test_cli_run_detach_status_stop_resume(tmp_path, tiny_model_dir, toy_data_di
     env = {**os.environ, "POWERBERT_DB": str(tmp_path / "runs.db"), "POWERBERT_OUT": str(tmp_path / "runs")}
     cli = [sys.executable, "-m", "powerbert"]
     common = ["--data-dir", str(toy_data_dir), "--model", str(tiny_model_dir), "--precision", "fp32", "--lr", "1e-3"]
-    out = subprocess.run(cli + ["run", "--tasks", "sst", "--epochs", "40", "--name", "cli-exp", "--detach", *common],
+    # Far more epochs than the test lets it train: on a fast machine 40 epochs of the tiny model
+    # ended between the `status` and the `stop` calls (each a new Python process importing torch).
+    out = subprocess.run(cli + ["run", "--tasks", "sst", "--epochs", "100000", "--name", "cli-exp", "--detach", *common],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "detached" in out.stdout

@@ -51,7 +51,8 @@ def test_1_workers_survive_their_launcher_being_killed_hung_up_or_piped_shut(tmp
     db = tmp_path / "runs.db"
     env = cli_env(db, tmp_path / "runs")
     janitor.watch_db(db)
-    common = ["run", "--tasks", "sst", "--data-dir", toy_data_dir, "--model", tiny_model_dir, "--epochs", "30",
+    # 60 epochs: long enough that the runs still train when `status` looks right after the faults
+    common = ["run", "--tasks", "sst", "--data-dir", toy_data_dir, "--model", tiny_model_dir, "--epochs", "60",
               "--max-train", "0", "--batch-size", "16", "--lr", "1e-3", "--precision", "fp32"]
     argv = lambda name: [*CLI, *map(str, common), "--name", name]  # noqa: E731
 
