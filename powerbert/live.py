@@ -43,6 +43,14 @@ def eta_seconds(run: Run, now: float | None = None) -> float | None:
     return (run.total_steps - run.step) / rate if rate > 0 else None
 
 
+def overall_cell(experiment: Experiment, run: Run) -> str:
+    # As in the report: the overall score is only comparable for runs that cover every task
+    # (a single-task sts run's selection score, (r + 1) / 2, would read as a higher "overall").
+    if run.best_overall is None:
+        return "-"
+    return f"{run.best_overall:.3f}" if set(run.tasks) >= set(experiment.tasks) else "·"
+
+
 def runs_table(experiment: Experiment, runs: list[Run]) -> Table:
     # A light box and one space of padding keep seven runs and three tasks inside 80 columns.
     table = Table(title=f"{experiment.name} — {experiment.status}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
@@ -58,7 +66,7 @@ def runs_table(experiment: Experiment, runs: list[Run]) -> Table:
             run_label(run.subset, run.kind), Text(str(run.status), style=STATUS_STYLE.get(str(run.status), "")),
             run.device or "-", step,
             f"{run.loss:.3f}" if run.loss is not None else "-", *scores,
-            f"{run.best_overall:.3f}" if run.best_overall is not None else "-",
+            overall_cell(experiment, run),
             fmt_duration(run.elapsed), fmt_duration(eta_seconds(run)),
         )
     return table
