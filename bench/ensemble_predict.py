@@ -12,12 +12,16 @@ Part 1, a whole dev file (sst and sts by default): `powerbert predict --input`'s
 powerbert.predict.predict_file(loaded, task, file, "weighted"), against a naive reference that,
 for every (model, task) pair of the ensemble, tokenises the file again (the model's pair mode)
 and runs the model over it in file order, batches of 64 padded to their longest row, then
-combines the outputs with the same weights. Same loaded models, same process, fp32 on both
-sides, interleaved. Reported: rows per second of each, and the ratio. Target >= 1.5x.
+combines the outputs with the same weights. Same loaded models, same process, interleaved;
+PowerBERT at its default precision (each run's training precision, bf16 unless the run chose
+fp32: the one that reproduces the stored dev outputs), the reference in fp32 as naive code would
+(`--precision fp32` puts both in fp32). Reported: rows per second of each, and the ratio.
+Target >= 1.5x.
 
 Part 2, the playground: predict_sentences(loaded, s1, s2) (every model and every scheme of the
 pair tasks para and sts) against the sum of the bare forward passes it contains (for every
-model and pair task: MultitaskBert.task_outputs on the pre-tokenised pair, under inference mode).
+model and pair task: MultitaskBert.task_outputs on the pre-tokenised pair, under inference mode
+and the same autocast as the product's side).
 Target <= 1.0x: sharing work across tasks must pay for all the bookkeeping.
 """
 
@@ -174,6 +178,7 @@ def part_playground(loaded, repeats: int) -> float:
     from powerbert.batching import EncodedTask, encode_texts
     from powerbert.predict import predict_sentences
     from powerbert.tasks import TASKS
+    from powerbert.train import autocast_for
 
     pair_tasks = [t for t in loaded.tasks if TASKS[t].is_pair]
     bare = []  # (model, batch) for every model and pair task it was trained on
@@ -196,7 +201,8 @@ def part_playground(loaded, repeats: int) -> float:
         predict_sentences(loaded, *PAIR)
 
     def forwards() -> None:
-        with torch.inference_mode():
+        # the same autocast as the product's side: the ratio is the bookkeeping, not the dtype
+        with torch.inference_mode(), autocast_for(loaded.device, loaded.precision):
             for model, batch in bare:
                 model.task_outputs(batch)
 
@@ -218,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="rounds per side over each file")
     parser.add_argument("--playground-repeats", type=int, default=30)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                        help="PowerBERT's side only: load_experiment_models(precision=...) (default: the product's, fp32 on a CPU)")
+                        help="load_experiment_models(precision=...): PowerBERT's side of the files, both sides of the playground "
+                             "(default: the product's, each run's training precision)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of both sides (default 1: on a busy machine a second thread makes every op a lottery; 0 = torch's own)")
     args = parser.parse_args(argv)

@@ -15,7 +15,12 @@ uses the models it has, its weights renormalised over them.
 Work is shared within a call (and across calls that pass the same `PredictionCache`): texts are
 tokenised once per pair mode, each model embeds every distinct sentence once (so an STS pair
 and a bi-encoder paraphrase pair through a model trained on both, or a sentence repeated in the
-input, cost one encoder pass each), and models run over length-sorted batches.
+input, cost one encoder pass each), and models run over length-sorted batches. In the playground
+(`predict_sentences`) each model reads everything it needs for every task in one pass: the pair
+for a cross-encoded task and both sentences of a bi-encoded one together.
+
+Models run at their training precision by default (bf16 autocast unless the run chose fp32),
+the precision their dev outputs were evaluated at: predictions then match the report exactly.
 
 Nothing here prints: the CLI and the dashboard's playground render the dataclasses returned.
 """
@@ -258,6 +263,14 @@ def predict_sentences(
     if not fits:
         want = "sentence pairs (para, sts)" if pair else "single sentences (sst, cfimdb)"
         raise ValueError(f"experiment '{loaded.experiment.name}' has no loaded model for {want}")
+    if scheme is None:
+        # Every model of every fitting task runs: encode all that a model reads (a pair for para,
+        # its two sentences for sts) in one pass per model, rather than one per task.
+        for name, member in loaded.models.items():
+            keys = [k for t in fits if name in loaded.members(t)
+                    for k in _model_keys(loaded, member, t, _check_inputs(t, texts), cache)[0]]
+            if keys:
+                _embeddings(loaded, member, keys, cache)
     return {t: predict_texts(loaded, t, texts, scheme, cache=cache) for t in fits}
 
 
@@ -357,16 +370,35 @@ def _tokens(loaded: LoadedExperiment, mode: str, max_length: int, items: list[tu
     return [cache.tokens[(mode, max_length, i)] for i in items]
 
 
+def _model_keys(loaded: LoadedExperiment, member: LoadedModel, task: str, rows: list[tuple[str, ...]],
+                cache: PredictionCache) -> tuple[list[tuple], set[int]]:
+    """The token keys one model encodes for the rows of a task, and the rows that were cut.
+
+    One key per row (a sentence, or a cross-encoded pair), or two per row for a bi-encoded pair:
+    every first sentence, then every second, so that both go through one encoder pass."""
+    spec = TASKS[task]
+    mode = member.model.head_config.pair_mode(task) if spec.is_pair else "bi"
+    max_length = member.config.max_length
+    if spec.is_pair and mode == "bi":
+        a = _tokens(loaded, "bi", max_length, [(r[0],) for r in rows], cache)
+        b = _tokens(loaded, "bi", max_length, [(r[1],) for r in rows], cache)
+        return [k for k, _ in a + b], {i for i, ((_, x), (_, y)) in enumerate(zip(a, b)) if x or y}
+    tokens = _tokens(loaded, mode, max_length, rows, cache)
+    return [k for k, _ in tokens], {i for i, (_, x) in enumerate(tokens) if x}
+
+
 @torch.inference_mode()
 def _embeddings(loaded: LoadedExperiment, member: LoadedModel, keys: list[tuple], cache: PredictionCache) -> torch.Tensor:
-    """Pooled embeddings [len(keys), H]; each distinct key is encoded once per model."""
+    """Pooled embeddings [len(keys), H]; each distinct key is encoded once per model.
+
+    Keys of single sentences and of cross-encoded pairs may be mixed: a sentence's token type
+    ids are all 0, which is what the encoder assumes when it is given none."""
     todo = list(dict.fromkeys(k for k in keys if (member.name, k) not in cache.embeddings))
     if todo:
-        cross = len(todo[0]) == 2
         encoded = EncodedTask(
             task="", ids=[""] * len(todo), labels=None,
             first=[list(k[0]) for k in todo],
-            first_types=[list(k[1]) for k in todo] if cross else None,
+            first_types=[list(k[1]) if len(k) == 2 else [0] * len(k[0]) for k in todo],
             second=None, pad_id=loaded.tokenizer.pad_token_id,
         )
         for indices in sorted_batches(encoded.lengths(), BATCH_SIZE):
@@ -383,19 +415,11 @@ def _model_outputs(
     loaded: LoadedExperiment, member: LoadedModel, task: str, rows: list[tuple[str, ...]], cache: PredictionCache
 ) -> tuple[np.ndarray, set[int]]:
     """One model's outputs for the rows, and the positions of rows that were truncated."""
-    model, spec = member.model, TASKS[task]
-    mode = model.head_config.pair_mode(task) if spec.is_pair else "bi"
-    max_length = member.config.max_length
+    keys, cut = _model_keys(loaded, member, task, rows, cache)
+    pooled = _embeddings(loaded, member, keys, cache)
     with autocast_for(loaded.device, loaded.precision):
-        if spec.is_pair and mode == "bi":
-            a = _tokens(loaded, "bi", max_length, [(r[0],) for r in rows], cache)
-            b = _tokens(loaded, "bi", max_length, [(r[1],) for r in rows], cache)
-            u = _embeddings(loaded, member, [k for k, _ in a], cache)
-            v = _embeddings(loaded, member, [k for k, _ in b], cache)
-            out = model.head_outputs(task, u, v)
-            cut = {i for i, ((_, x), (_, y)) in enumerate(zip(a, b)) if x or y}
+        if TASKS[task].is_pair and member.model.head_config.pair_mode(task) == "bi":  # firsts, then seconds
+            out = member.model.head_outputs(task, pooled[: len(rows)], pooled[len(rows) :])
         else:
-            tokens = _tokens(loaded, mode, max_length, rows, cache)
-            out = model.head_outputs(task, _embeddings(loaded, member, [k for k, _ in tokens], cache))
-            cut = {i for i, (_, x) in enumerate(tokens) if x}
+            out = member.model.head_outputs(task, pooled)
     return out.float().cpu().numpy().astype(np.float64), cut

@@ -154,6 +154,34 @@ def test_models_and_ensembles_reproduce_the_stored_dev_results(tiny_experiment, 
         assert score == pytest.approx(expected, abs=1e-9), scheme
 
 
+def test_bf16_runs_predict_at_bf16_and_reproduce_their_dev_outputs(tmp_path, tiny_model_dir, toy_data_dir):
+    """Runs trained under bf16 autocast (the default) are evaluated on dev under it: prediction
+    uses the same precision unless told otherwise, so it gives the stored dev outputs."""
+    from powerbert.worker import run_worker
+
+    config = TrainConfig(tasks=("sts",), data_dir=str(toy_data_dir), model=str(tiny_model_dir), epochs=1,
+                         max_train=32, batch_size=16, lr=1e-3, precision="bf16", checkpoint_every_s=1e9)
+    db = tmp_path / "runs.db"
+    with Store(db) as store:
+        exp = experiments.create_experiment(store, config, name="bf16", out_root=tmp_path / "runs")
+        run = store.runs(exp.id)[0]
+        handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        try:
+            assert run_worker(str(db), run.id, "cpu") == 0, store.get_run(run.id).error
+        finally:
+            signal.signal(signal.SIGINT, handlers[0])
+            signal.signal(signal.SIGTERM, handlers[1])
+        results.ensemble_experiment(store, exp.id)
+        stored = store.dev_outputs(run.id)["sts"].outputs
+        loaded = predict.load_experiment_models(store, "bf16")
+        as_fp32 = predict.load_experiment_models(store, "bf16", precision="fp32")
+    assert loaded.precision == "bf16" and as_fp32.precision == "fp32"
+    dev = read_task_file("sts", toy_data_dir / TASKS["sts"].file_name("dev"))
+    np.testing.assert_allclose(predict.predict_texts(loaded, "sts", task_texts("sts", dev)).members["sts"], stored, atol=1e-6)
+    fp32 = predict.predict_texts(as_fp32, "sts", task_texts("sts", dev)).members["sts"]
+    assert np.abs(fp32 - stored).max() > 1e-6  # the precision matters, so the test above can fail
+
+
 def test_shared_embeddings_match_the_model_heads(tiny_model_dir):
     """The bi-encoder paraphrase head and the regression STS head, fed cached embeddings, give
     what MultitaskBert.task_outputs gives; para and sts on one pair share the encoder passes."""

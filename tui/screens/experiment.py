@@ -203,8 +203,12 @@ class ExperimentScreen(PollingScreen):
             key = experiment.name if run is None else run_key(store, experiment, run)
             name = experiment.name if run is None else run_label(run.subset, run.kind)
             if what == "stop":
-                experiments.stop(store, key, wait=False)  # workers checkpoint, then mark stopped
-                text = f"stopping {name}"
+                self.post_message(ActionDone(f"stopping {name}: its workers checkpoint first"))
+                # As `powerbert stop`: SIGTERM, then SIGKILL for a worker still alive after the grace
+                # period. In this thread, so the dashboard stays live meanwhile.
+                stopped = experiments.stop(store, key)
+                killed = [run_label(r.subset, r.kind) for r in stopped if r.error and r.error.startswith("killed after")]
+                text = f"stopped {name}" + (f" ({', '.join(killed)} killed: no checkpoint in time)" if killed else "")
             elif what == "resume":
                 experiments.resume(db.path, store, key)
                 text = f"resumed {name}"
@@ -219,9 +223,6 @@ class ExperimentScreen(PollingScreen):
     def on_action_done(self, message: ActionDone) -> None:
         self.notify(message.text, severity="information" if message.ok else "error")
         self.poll_now()
-
-    def selected_run(self) -> Run | None:
-        return self.runs.get(self.follow.run_id)
 
     def action_stop_run(self) -> None:
         if (run := self.selected_run()) is None:
