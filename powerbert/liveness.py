@@ -2,7 +2,8 @@
 matches the one recorded (so a reused pid never counts), and its heartbeat is fresh.
 
 Whoever looks next (the supervisor, `powerbert status`, the dashboard) calls `reconcile` to mark
-runs whose worker vanished (kill -9, a reboot) as lost, with their log tail.
+runs whose worker vanished (kill -9, a reboot) as lost, with their log tail. A worker that lives
+but makes no progress for STALL_AFTER_S marks itself lost and ends (worker.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ HEARTBEAT_INTERVAL_S = 3.0  # the worker beats this often; STALE_AFTER_S must st
 LOG_TAIL_LINES = 30
 STALE_AFTER_S = 20.0  # several missed heartbeats; keeps "lost within 30 s" with room to look
 assert STALE_AFTER_S >= 4 * HEARTBEAT_INTERVAL_S
+# A worker whose heartbeat thread lives on while its training loop is stuck (a deadlock after
+# fork, a hung filesystem or device) would look alive forever: after this long with no step,
+# evaluation or checkpoint it ends itself as lost, so that resume can take over. Far above the
+# slowest quiet stretch we know: a full dev evaluation, or torch.compile's first step on a GPU.
+STALL_AFTER_S = float(os.environ.get("POWERBERT_STALL_S", 1800))
 
 
 def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str | None:

@@ -4,7 +4,8 @@ Started by the supervisor as `python -m powerbert.worker --db PATH --run ID`, in
 own, with stdout and stderr going to the run's worker.log. It records its pid and start time,
 beats a heartbeat from a background thread, writes metrics in batches, stores the best epoch's
 dev outputs, and ends the run as finished, stopped (SIGTERM, or the status set to stopped in
-runs.db) or failed (an exception, with its one-line reason and the log tail).
+runs.db), failed (an exception, with its one-line reason and the log tail) or lost (its training
+made no progress for STALL_AFTER_S: the heartbeat thread records it and kills the process).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from powerbert.liveness import HEARTBEAT_INTERVAL_S, LOG_TAIL_LINES, log_tail  # noqa: F401 (re-exported)
+from powerbert.liveness import HEARTBEAT_INTERVAL_S, LOG_TAIL_LINES, STALL_AFTER_S, log_tail  # noqa: F401 (re-exported)
 from powerbert.store import RunStatus, Store, StoreError, process_start_time
 from powerbert.train import EvalResult, TrainCallbacks, TrainStart
 
@@ -63,10 +64,16 @@ def patiently(write, *args, **kwargs):
 class StoreCallbacks(TrainCallbacks):
     """Training progress into runs.db: buffered metrics, a heartbeat thread, dev outputs."""
 
-    def __init__(self, store_path: str, run_id: int, stop_event: threading.Event):
+    def __init__(self, store_path: str, run_id: int, stop_event: threading.Event,
+                 log_path: Path | None = None, stall_after_s: float = STALL_AFTER_S):
         self.store_path = store_path
         self.run_id = run_id
         self.stop_event = stop_event
+        self.log_path = log_path
+        self.stall_after_s = stall_after_s
+        # Of the training loop, armed by on_start (loading a model and data may take long on a
+        # slow network and is not a loop that can hang): then any callback counts as progress.
+        self._last_progress: float | None = None
         self.store = Store(store_path)
         self._buffer: list[tuple] = []
         self._lock = threading.Lock()
@@ -84,6 +91,10 @@ class StoreCallbacks(TrainCallbacks):
             while not self._done.wait(HEARTBEAT_INTERVAL_S):
                 with self._lock:
                     progress = dict(self._progress)
+                quiet = 0.0 if self._last_progress is None else time.monotonic() - self._last_progress
+                if quiet > self.stall_after_s:
+                    self._end_hung(store, quiet, progress.get("step"))
+                    return
                 try:
                     status = store.heartbeat(self.run_id, **progress)
                 except Exception as exc:
@@ -98,7 +109,24 @@ class StoreCallbacks(TrainCallbacks):
         finally:
             store.close()
 
+    def _end_hung(self, store: Store, quiet: float, step: int | None) -> None:
+        """The loop is stuck: record the run lost (unless it ended meanwhile), then SIGKILL this
+        process: a hung loop may not answer SIGTERM, and its device memory must come free."""
+        message = (f"hung: no training step, evaluation or checkpoint for {quiet:.0f} s (at step {step}); "
+                   f"the worker ended itself so that resume can continue from its last checkpoint")
+        say(message, sys.stderr)
+        try:
+            store.finish_run(self.run_id, RunStatus.LOST, error=message, log_tail=log_tail(self.log_path),
+                             expect=RunStatus.RUNNING)
+        except Exception as exc:  # noqa: BLE001 - end anyway: a viewer marks it lost 20 s later
+            say(f"could not record the hang: {exc}", sys.stderr)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _touch(self) -> None:
+        self._last_progress = time.monotonic()
+
     def on_start(self, info: TrainStart) -> None:
+        self._touch()
         say(f"device {info.device}; rows per epoch {info.train_rows}; dev rows {info.dev_rows}; "
             f"{info.total_steps} steps from step {info.start_step}")
         with self._lock:
@@ -106,6 +134,7 @@ class StoreCallbacks(TrainCallbacks):
         patiently(self.store.heartbeat, self.run_id, total_steps=info.total_steps, step=info.start_step)
 
     def on_step(self, step: int, epoch: float, losses: dict[str, float], lr: float) -> None:
+        self._touch()
         total = sum(losses.values())
         rows = [(step, epoch, "train", "loss", total), (step, epoch, "train", "lr", lr)]
         if len(losses) > 1:
@@ -130,6 +159,7 @@ class StoreCallbacks(TrainCallbacks):
         self._last_flush = time.monotonic()
 
     def on_eval(self, result: EvalResult) -> None:
+        self._touch()
         rows = [(result.step, float(result.epoch), "dev", t, v) for t, v in result.scores.items()]
         if result.overall is not None:
             rows.append((result.step, float(result.epoch), "dev", "overall", result.overall))
@@ -150,10 +180,12 @@ class StoreCallbacks(TrainCallbacks):
         self.flush()
 
     def on_checkpoint(self, kind: str, path: Path, step: int) -> None:
+        self._touch()
         if kind == "best":
             patiently(self.store.update_run, self.run_id, checkpoint=str(path))
 
     def on_message(self, text: str) -> None:
+        self._touch()
         say(text)
 
     def close(self) -> None:
@@ -206,7 +238,7 @@ def run_worker(db_path: str, run_id: int, device_label: str) -> int:
             # A fresh start (first attempt, or an earlier one died before its first resume
             # checkpoint): every step is trained again, so no earlier row may stay.
             patiently(store.delete_metrics_after, run_id, -1)
-        callbacks = StoreCallbacks(db_path, run_id, stop_event)
+        callbacks = StoreCallbacks(db_path, run_id, stop_event, log_path=log_path)
         result = train_subset(config, out_dir, callbacks, should_stop=stop_event.is_set, resume=resume)
         callbacks_loss = callbacks.last_loss
         callbacks.close()

@@ -43,6 +43,20 @@ WORKER_WITH_CHILD = (
     "runpy.run_module('powerbert.worker', run_name='__main__', alter_sys=True)\n"
 )
 
+# The real worker whose training loop hangs at step 3 (the main thread sleeps inside on_step, as
+# a deadlock would hold it) while its heartbeat thread lives on.
+HUNG_WORKER = (
+    "import runpy, sys, time\n"
+    "from powerbert import worker\n"
+    "step = worker.StoreCallbacks.on_step\n"
+    "def hang_at_3(self, n, *rest):\n"
+    "    step(self, n, *rest)\n"
+    "    if n == 3:\n"
+    "        self.flush(); time.sleep(600)\n"
+    "worker.StoreCallbacks.on_step = hang_at_3\n"
+    "sys.exit(worker.main(['--db', sys.argv[1], '--run', sys.argv[2]]))\n"
+)
+
 
 @pytest.mark.timeout(180)
 def test_4_a_reused_pid_is_not_alive_and_never_signalled(tmp_path, janitor):
@@ -120,4 +134,27 @@ def test_5_a_worker_ignoring_sigterm_is_killed_after_the_grace_with_its_children
     assert stopped.status == RunStatus.STOPPED and "killed after 2 s" in stopped.error
     assert worker.wait(timeout=10) == -signal.SIGKILL
     wait_until(lambda: not any(alive(p) for p in members), 10, "every process of the worker to be gone")
+    store.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_whose_training_hangs_ends_itself_as_lost(tmp_path, janitor, tiny_model_dir, toy_data_dir):
+    """A stuck training loop with a live heartbeat thread would look alive forever: after
+    POWERBERT_STALL_S without progress the worker records the run lost, then SIGKILLs itself."""
+    db = tmp_path / "runs.db"
+    janitor.watch_db(db)
+    store = Store(db)
+    config = tiny_config(tiny_model_dir, toy_data_dir, ("sst",), epochs=400, max_train=None)
+    exp = experiments.create_experiment(store, config, name="hung", out_root=tmp_path / "runs")
+    run = store.claim_next_queued(exp.id)
+    Path(run.out_dir).mkdir(mode=0o700)
+    with open(Path(run.out_dir) / "worker.log", "ab") as log:
+        worker = janitor.popen([sys.executable, "-c", HUNG_WORKER, str(db), str(run.id)], start_new_session=True,
+                               stdout=log, stderr=subprocess.STDOUT, env=cli_env(db, POWERBERT_STALL_S=2))
+    wait_until(lambda: worker.poll() is not None, 150, "the hung worker to end")
+    assert worker.returncode == -signal.SIGKILL
+    hung = store.get_run(run.id)
+    assert hung.status == RunStatus.LOST
+    assert hung.error.startswith("hung: no training step") and "(at step 3)" in hung.error
+    assert "hung: no training step" in hung.log_tail
     store.close()
