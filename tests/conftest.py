@@ -30,3 +30,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def toy_data_dir(tmp_path_factory) -> Path:
     """Separable toy versions of every task in the CS224N file format."""
     return write_toy_dataset(tmp_path_factory.mktemp("toy-data"))
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    """A runs.db prepared for the dashboard tests (tests/tui_harness.py: prepare_db)."""
+    from tests.tui_harness import prepare_db
+
+    path = tmp_path / "runs.db"
+    prepare_db(path, tmp_path / "runs")
+    return path

@@ -1,7 +1,7 @@
 """Snapshots (pytest-textual-snapshot) of the dashboard's main screens at 80x24 and 120x40.
 
 The app is built by `tui.app.create_app`, as `powerbert-tui` builds it, on the database of
-tests/test_tui.py's `prepare_db` (fixed timestamps), with a frozen clock, no GPUs, the time
+tests/tui_harness.py's `prepare_db` (fixed timestamps), with a frozen clock, no GPUs, the time
 zone set to UTC and a relative database path, so every run draws the same screen. Each
 snapshot waits for its data on a condition before it is taken.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_tui import NOW, prepare_db, wait_for
+from tests.tui_harness import NOW, prepare_db, wait_for
 from tui.app import create_app
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,7 +39,7 @@ async def _experiments(pilot) -> None:
 
 
 async def _experiment(pilot) -> None:
-    from tests.test_tui import open_experiment
+    from tests.tui_harness import open_experiment
     from powerbert.store import Store
 
     screen = await open_experiment(pilot, "beta")

@@ -10,7 +10,6 @@ the worker started (even a child that ignores SIGTERM) outlives it.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
