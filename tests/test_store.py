@@ -1,4 +1,6 @@
-"""Tests for powerbert.store: schema and migrations, round trips, file modes, refusals.
+"""Tests for powerbert.store's data: experiments and runs, metrics, dev outputs and ensemble
+results round trips, and the process identity checks. The database file itself (schema,
+migrations, refusals, modes): tests/test_store_files.py.
 
 Run: python -m pytest tests/test_store.py -q
 """
@@ -7,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
-import stat
 import threading
 import time
 
@@ -17,64 +17,23 @@ import pytest
 
 from powerbert.outputs import TaskOutputs
 from powerbert.store import (
-    MIGRATIONS,
     EnsembleResult,
     Experiment,
     ExperimentStatus,
     Metric,
-    Migration,
     Run,
     RunStatus,
     Store,
     StoreError,
     is_same_process,
-    open_db,
     process_start_time,
-    schema_version,
 )
-from powerbert.store import db as db_module
-from powerbert.store import migrations as migrations_module
 from powerbert.store.metrics import _LATEST_SQL
 from powerbert.tasks import power_set
 
 pytestmark = pytest.mark.timeout(60)
 
 TASKS3 = ("sst", "para", "sts")
-
-EXPECTED_COLUMNS = {
-    "experiments": {
-        "id": "INTEGER", "name": "TEXT", "tasks": "TEXT", "config": "TEXT", "status": "TEXT",
-        "out_dir": "TEXT", "created_at": "REAL", "started_at": "REAL", "ended_at": "REAL",
-        "supervisor_pid": "INTEGER", "supervisor_start_time": "REAL", "host": "TEXT",
-        "error": "TEXT",
-    },
-    "runs": {
-        "id": "INTEGER", "experiment_id": "INTEGER", "subset": "TEXT", "kind": "TEXT",
-        "status": "TEXT", "device": "TEXT", "pid": "INTEGER", "pid_start_time": "REAL",
-        "host": "TEXT", "heartbeat_at": "REAL", "created_at": "REAL", "started_at": "REAL",
-        "ended_at": "REAL", "exit_code": "INTEGER", "error": "TEXT", "log_tail": "TEXT",
-        "checkpoint": "TEXT", "out_dir": "TEXT", "epoch": "INTEGER", "step": "INTEGER",
-        "total_steps": "INTEGER", "loss": "REAL", "best_scores": "TEXT", "best_overall": "REAL",
-        "attempt": "INTEGER", "updated_at": "REAL",
-    },
-    "metrics": {
-        "id": "INTEGER", "run_id": "INTEGER", "step": "INTEGER", "epoch": "REAL",
-        "split": "TEXT", "name": "TEXT", "value": "REAL", "time": "REAL",
-    },
-    "dev_outputs": {
-        "run_id": "INTEGER", "task": "TEXT", "position": "INTEGER", "example_id": "TEXT",
-        "gold": "REAL", "output": "TEXT",
-    },
-    "ensemble_results": {
-        "id": "INTEGER", "experiment_id": "INTEGER", "scheme": "TEXT", "task": "TEXT",
-        "score": "REAL", "details": "TEXT", "created_at": "REAL",
-    },
-}
-
-
-def columns(conn: sqlite3.Connection, table: str) -> dict[str, str]:
-    return {row[1]: row[2] for row in conn.execute(f"PRAGMA table_info({table})")}
-
 
 @pytest.fixture
 def store(tmp_path):
@@ -85,134 +44,6 @@ def store(tmp_path):
 @pytest.fixture
 def experiment(store) -> Experiment:
     return store.create_experiment("exp1", TASKS3, {"lr": 1e-5}, "runs/exp1", power_set(TASKS3))
-
-
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
-
-
-# -- schema and migrations -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("where", ["memory", "file"])
-def test_fresh_database_has_the_schema(tmp_path, where):
-    conn = open_db(":memory:" if where == "memory" else tmp_path / "runs.db")
-    for table, expected in EXPECTED_COLUMNS.items():
-        assert columns(conn, table) == expected, table
-    assert schema_version(conn) == len(MIGRATIONS)
-    applied = conn.execute("SELECT version, name FROM migrations ORDER BY version").fetchall()
-    assert applied == [(m.version, m.name) for m in MIGRATIONS]
-    indexes = {row[1] for row in conn.execute("PRAGMA index_list(metrics)")}
-    assert {"metrics_by_run", "metrics_by_run_name_step"} <= indexes
-    assert [r[2] for r in conn.execute("PRAGMA index_info(metrics_by_run_name_step)")] == [
-        "run_id", "name", "step"
-    ]
-    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    if where == "file":
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
-    conn.close()
-
-
-def test_reopening_applies_nothing_twice(tmp_path):
-    path = tmp_path / "runs.db"
-    open_db(path).close()
-    conn = open_db(path)
-    assert conn.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == len(MIGRATIONS)
-    conn.close()
-
-
-def _add_note_column(conn: sqlite3.Connection) -> None:
-    conn.execute("ALTER TABLE runs ADD COLUMN note TEXT NOT NULL DEFAULT 'none'")
-    conn.execute("CREATE TABLE tags (run_id INTEGER REFERENCES runs(id), tag TEXT)")
-
-
-def test_version_1_database_keeps_its_data_through_a_new_migration(tmp_path, monkeypatch):
-    path = tmp_path / "runs.db"
-    version_1 = [MIGRATIONS[0]]
-    monkeypatch.setattr(migrations_module, "MIGRATIONS", version_1)
-    with Store(path) as store:
-        exp = store.create_experiment("old", ("sst", "sts"), {"epochs": 3}, "runs/old",
-                                      power_set(("sst", "sts")))
-        run = store.runs(exp.id)[0]
-        store.add_metrics(run.id, [(1, 0.1, "train", "loss", 0.5)])
-        store.update_run(run.id, best_scores={"sst": 0.5})
-        assert schema_version(store.conn) == 1
-
-    with_version_2 = [*version_1, Migration(2, "m002_note", _add_note_column)]
-    monkeypatch.setattr(migrations_module, "MIGRATIONS", with_version_2)
-    with Store(path) as store:
-        assert schema_version(store.conn) == 2
-        versions = store.conn.execute("SELECT version FROM migrations ORDER BY version")
-        assert [tuple(r) for r in versions] == [(1,), (2,)]
-        assert "note" in columns(store.conn, "runs")
-        assert [tuple(r) for r in store.conn.execute("SELECT DISTINCT note FROM runs")] == [
-            ("none",)
-        ]
-        exp = store.get_experiment("old")
-        assert exp.config == {"epochs": 3}
-        runs = store.runs(exp.id)
-        assert [r.subset for r in runs] == ["sst", "sts", "sst+sts"]
-        assert runs[0].best_scores == {"sst": 0.5}
-        assert [m.value for m in store.metrics(runs[0].id)] == [0.5]
-
-
-def test_database_built_by_hand_at_version_1_is_migrated(tmp_path, monkeypatch):
-    # No migrations table, only user_version: as a tool other than open_db might leave it.
-    path = tmp_path / "runs.db"
-    raw = sqlite3.connect(path)
-    MIGRATIONS[0].apply(raw)
-    raw.execute("INSERT INTO experiments (name, created_at) VALUES ('hand', 1.0)")
-    raw.execute("PRAGMA user_version = 1")
-    raw.commit()
-    raw.close()
-    monkeypatch.setattr(
-        migrations_module,
-        "MIGRATIONS",
-        [MIGRATIONS[0], Migration(2, "m002_note", _add_note_column)],
-    )
-    conn = open_db(path)
-    assert schema_version(conn) == 2
-    assert conn.execute("SELECT name FROM experiments").fetchall() == [("hand",)]
-    assert "note" in columns(conn, "runs")
-    conn.close()
-
-
-def test_failed_migration_leaves_the_previous_version(tmp_path, monkeypatch):
-    path = tmp_path / "runs.db"
-    open_db(path).close()
-
-    def broken(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE half (x)")
-        conn.execute("THIS IS NOT SQL")
-
-    with_broken = [*MIGRATIONS, Migration(2, "broken", broken)]
-    monkeypatch.setattr(migrations_module, "MIGRATIONS", with_broken)
-    with pytest.raises(StoreError, match="runs.db: cannot open the database"):
-        open_db(path)
-    monkeypatch.undo()
-    conn = open_db(path)
-    assert schema_version(conn) == 1
-    assert "half" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-    conn.close()
-
-
-def test_newer_schema_is_refused(tmp_path, monkeypatch):
-    path = tmp_path / "runs.db"
-    conn = open_db(path)
-    conn.execute("PRAGMA user_version = 7")
-    conn.close()
-    monkeypatch.setattr(migrations_module, "MIGRATIONS", MIGRATIONS * 5)  # "knows" version 5
-    with pytest.raises(StoreError) as err:
-        open_db(path)
-    assert str(err.value) == (
-        f"{path}: database schema version 7 is newer than this PowerBERT understands (5): "
-        "upgrade PowerBERT"
-    )
 
 
 # -- experiments and runs ------------------------------------------------------------------
@@ -530,99 +361,6 @@ def test_ensemble_results_round_trip_and_replace(store, experiment):
                             "missing": [], "cv": {"folds": 5, "score": 0.5}}
     with pytest.raises(StoreError, match="no experiment with id 999"):
         store.save_ensemble_results(999, [EnsembleResult(999, "voting", "sst", 0.5)])
-
-
-# -- files: modes and refusals -------------------------------------------------------------
-
-
-def test_new_database_is_private(tmp_path, umask_022):
-    path = tmp_path / "new" / "deeper" / "runs.db"
-    with Store(path) as store:
-        exp = store.create_experiment("e", ("sst",), {}, None, [("sst",)])
-        store.add_metrics(store.runs(exp.id)[0].id, [(0, 0.0, "train", "loss", 1.0)])
-        for name in ("runs.db", "runs.db-wal", "runs.db-shm"):
-            assert stat.S_IMODE(os.stat(path.parent / name).st_mode) == 0o600, name
-    assert stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(tmp_path / "new" / "deeper").st_mode) == 0o700
-
-
-def test_path_under_a_file_is_refused(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    path = blocker / "runs.db"
-    with pytest.raises(StoreError, match=f"^{path}: {blocker} is not a folder$"):
-        open_db(path)
-    with pytest.raises(StoreError, match=f"^{blocker / 'sub' / 'runs.db'}: cannot create folder"):
-        open_db(blocker / "sub" / "runs.db")
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
-def test_unwritable_folder_is_refused(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        with pytest.raises(StoreError, match=f"^{locked / 'runs.db'}: cannot create the database"):
-            open_db(locked / "runs.db")
-        nested = locked / "sub" / "runs.db"
-        with pytest.raises(StoreError, match=f"^{nested}: cannot create folder"):
-            open_db(locked / "sub" / "runs.db")
-    finally:
-        locked.chmod(0o700)
-
-
-def test_permission_denied_creating_the_file_is_refused(tmp_path, monkeypatch):
-    # The same refusal as above, simulated so that it runs as root too.
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(db_module.os, "open", denied)
-    path = tmp_path / "runs.db"
-    expected = f"^{path}: cannot create the database: Permission denied$"
-    with pytest.raises(StoreError, match=expected):
-        open_db(path)
-
-
-def test_unwritable_folder_with_existing_database_is_refused(tmp_path, monkeypatch):
-    # WAL must create runs.db-wal beside the file. Root passes any access check, so the check
-    # is simulated here; the real chmod case is the test above.
-    path = tmp_path / "runs.db"
-    open_db(path).close()
-    real_access = os.access
-    monkeypatch.setattr(db_module.os, "access",
-                        lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
-    with pytest.raises(StoreError, match=f"^{path}: folder {tmp_path} is not writable$"):
-        open_db(path)
-
-
-def test_filesystem_without_wal_is_refused(tmp_path, monkeypatch):
-    path = tmp_path / "runs.db"
-    real_connect = db_module._connect
-
-    class NoWal:  # what a network filesystem's SQLite reports: the journal mode stays 'delete'
-        def __init__(self, conn):
-            self.conn = conn
-
-        def execute(self, sql, *args):
-            if sql.upper().startswith("PRAGMA JOURNAL_MODE"):
-                return self.conn.execute("PRAGMA journal_mode")
-            return self.conn.execute(sql, *args)
-
-        def close(self):
-            self.conn.close()
-
-    monkeypatch.setattr(
-        db_module, "_connect", lambda target, label: NoWal(real_connect(target, label))
-    )
-    with pytest.raises(StoreError, match=f"^{path}: this filesystem cannot hold a WAL-mode"):
-        open_db(path)
-
-
-def test_not_a_database_is_refused(tmp_path):
-    path = tmp_path / "runs.db"
-    path.write_bytes(b"hello, this is not SQLite" * 100)
-    with pytest.raises(StoreError, match=f"^{path}: "):
-        open_db(path)
 
 
 # -- processes -----------------------------------------------------------------------------
