@@ -154,6 +154,7 @@ def predict(
     scheme: Annotated[Optional[str], typer.Option("--scheme", help="Ensemble that predicts a file: voting, weighted, single, learned, or one model such as sst+para. Default: weighted; with sentences, every scheme.", show_default=False)] = None,
     fmt: Annotated[PredictFormat, typer.Option("--format", help="tsv (id, prediction) or cs224n (the course's submission format; see above).")] = PredictFormat.tsv,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[Optional[str], typer.Option("--precision", help="bf16 (autocast) or fp32. Default: the runs' training precision, the one their dev scores and ensemble weights were measured at.", show_default=False)] = None,
     db: DbOpt = Path("runs.db"),
 ) -> None:
     """Predict with a finished experiment: every model and every ensemble.
@@ -194,7 +195,7 @@ def predict(
         exp = _pick_finished(store, key)
         tasks = _tasks_needed(exp, task, input_path, texts)
         err_console.print(f"loading the models of {exp.name} for {', '.join(tasks)} …", style="dim", highlight=False, soft_wrap=True)
-        loaded = pr.load_experiment_models(store, exp, device, tasks=tasks)
+        loaded = pr.load_experiment_models(store, exp, device, precision=precision, tasks=tasks)
     for subset, why in loaded.missing.items():
         err_console.print(f"missing model {subset}: {why}", style="yellow", highlight=False, soft_wrap=True)
     if input_path is not None:

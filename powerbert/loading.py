@@ -87,6 +87,8 @@ def load_experiment_models(
     `tasks` limits loading to the models trained on any of them (None: every model).
     Raises ExperimentError when no model at all can be loaded.
     """
+    if precision not in (None, "bf16", "fp32"):
+        raise ValueError(f"precision '{precision}': expected bf16 or fp32")
     if not isinstance(experiment, Experiment):
         experiment = store.get_experiment(experiment)
     device = resolve_device(str(device))

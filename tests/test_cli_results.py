@@ -172,6 +172,13 @@ def test_predict_a_pair_prints_para_and_sts(db):
     assert "similarity 0..5" in only.stdout and "P(duplicate)" not in only.stdout
 
 
+def test_predict_precision_option(db):
+    ok = invoke("predict", "a gorgeous, witty, seductive movie.", "--precision", "bf16", "--device", "cpu", "--db", db)
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(app, ["predict", "a movie.", "--precision", "fp16", "--device", "cpu", "--db", str(db)])
+    assert bad.exit_code == 1 and "precision 'fp16': expected bf16 or fp32" in bad.output
+
+
 def test_predict_with_a_failed_run_names_it(db):
     fail_run(db, "sst")
     result = invoke("predict", EXPERIMENT, "a fine film", "--device", "cpu", "--db", db)
