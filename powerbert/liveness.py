@@ -24,8 +24,8 @@ assert STALE_AFTER_S >= 4 * HEARTBEAT_INTERVAL_S
 # A worker whose heartbeat thread lives on while its training loop is stuck (a deadlock after
 # fork, a hung filesystem or device) would look alive forever: after this long with no step,
 # evaluation or checkpoint it ends itself as lost, so that resume can take over. Far above the
-# slowest quiet stretch we know: a full dev evaluation (the whole public Quora dev set through
-# bert-base on a CPU is tens of minutes), or torch.compile's first step on a GPU.
+# slowest quiet stretches: a dev evaluation with no callback between batches (a large dev set
+# through bert-base on a CPU), or torch.compile's first step on a GPU.
 STALL_AFTER_S = float(os.environ.get("POWERBERT_STALL_S", 3600))
 
 
