@@ -88,3 +88,16 @@ def write_toy_dataset(folder: Path, n_train: int = 240, n_dev: int = 60) -> Path
         write_task_file(folder / f"quora-{split}.csv", ["id", "sentence1", "sentence2"] + (["is_duplicate"] if labelled else []), para)
         write_task_file(folder / f"sts-{split}.csv", ["id", "sentence1", "sentence2"] + (["similarity"] if labelled else []), sts)
     return folder
+
+
+def noisy_outputs(task: str, gold, rng):
+    """A model's dev outputs for `gold` that are informative but wrong often: sst logits [N, 5],
+    a para logit [N], an sts score [N] in 0..5. Draws from `rng` (numpy) in a fixed order."""
+    import numpy as np
+
+    n = len(gold)
+    if task == "sst":
+        return np.eye(5)[gold] * 1.5 + rng.normal(size=(n, 5))
+    if task == "para":
+        return (2 * gold - 1) + rng.normal(size=n) * 1.5
+    return np.clip(gold + rng.normal(size=n), 0, 5)

@@ -15,6 +15,7 @@ from powerbert.ensemble import SCHEMES, evaluate_all
 from powerbert.outputs import TaskOutputs
 from powerbert.report import build_report, render_charts, render_table, to_csv, to_json, to_markdown
 from powerbert.tasks import power_set, subset_name
+from tests.fixtures import noisy_outputs
 
 TASKS = ("sst", "para", "sts")
 FAILED = "para+sts"
@@ -33,14 +34,7 @@ def report():
             continue
         dev[name] = {}
         for t in name.split("+"):
-            g = gold[t]
-            if t == "sst":
-                o = np.eye(5)[g] * 1.5 + rng.normal(size=(n, 5))
-            elif t == "para":
-                o = (2 * g - 1) + rng.normal(size=n) * 1.5
-            else:
-                o = np.clip(g + rng.normal(size=n), 0, 5)
-            dev[name][t] = TaskOutputs(t, [f"{t}{i}" for i in range(n)], g, o)
+            dev[name][t] = TaskOutputs(t, [f"{t}{i}" for i in range(n)], gold[t], noisy_outputs(t, gold[t], rng))
     outcomes = evaluate_all(dev, TASKS, expected_models=expected)
     scores = {m: {t: o.score() for t, o in by_task.items()} for m, by_task in dev.items()}
     scores["sst"]["sst"] = 0.99  # a known best value for the sst column

@@ -19,6 +19,7 @@ import numpy as np
 from powerbert.outputs import TaskOutputs
 from powerbert.store import ExperimentStatus, RunStatus, Store
 from powerbert.tasks import TASKS, power_set
+from tests.fixtures import noisy_outputs
 from tui.app import create_app
 
 
@@ -40,13 +41,7 @@ def _dev_outputs(subset: str, seed: int, n: int = 40) -> dict[str, TaskOutputs]:
     out = {}
     for task in subset.split("+"):
         g = gold[task]
-        if task == "sst":
-            o = np.eye(5)[g] * 1.5 + rng.normal(size=(n, 5))
-        elif task == "para":
-            o = (2 * g - 1) + rng.normal(size=n) * 1.5
-        else:
-            o = np.clip(g + rng.normal(size=n), 0, 5)
-        out[task] = TaskOutputs(task, [f"{task}{i}" for i in range(n)], g, np.round(o, 6))
+        out[task] = TaskOutputs(task, [f"{task}{i}" for i in range(n)], g, np.round(noisy_outputs(task, g, rng), 6))
     return out
 
 
