@@ -5,7 +5,6 @@ went bad after the experiment was checked (14). Real tmpfs mounts, real kills, r
 
 from __future__ import annotations
 
-import pickle
 import re
 import shutil
 import subprocess
