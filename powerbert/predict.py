@@ -266,9 +266,10 @@ def predict_sentences(
     if scheme is None:
         # Every model of every fitting task runs: encode all that a model reads (a pair for para,
         # its two sentences for sts) in one pass per model, rather than one per task.
+        rows = {t: _check_inputs(t, texts) for t in fits}
         for name, member in loaded.models.items():
             keys = [k for t in fits if name in loaded.members(t)
-                    for k in _model_keys(loaded, member, t, _check_inputs(t, texts), cache)[0]]
+                    for k in _model_keys(loaded, member, t, rows[t], cache)[0]]
             if keys:
                 _embeddings(loaded, member, keys, cache)
     return {t: predict_texts(loaded, t, texts, scheme, cache=cache) for t in fits}
