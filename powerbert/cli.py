@@ -122,13 +122,16 @@ def train(
         batch_size=batch_size, seed=seed, surgery=surgery, skip_bad_rows=skip_bad_rows, device=device,
         precision=precision, settings=settings,
     )
-    config = resolve_config(profile or default_profile(overrides.get("data_dir")), overrides)
+    profile = profile or default_profile(overrides.get("data_dir"))
+    config = resolve_config(profile, overrides)
     from powerbert.data import check_data_dir
 
     check_data_dir(config.data_dir, config.tasks)
     where = config.data_dir or "the built-in demo data"
     console.print(f"training [bold]{'+'.join(config.tasks)}[/bold] on {where} -> {out}")
-    with RichTrainProgress(console) as progress:
+    surgery_note = f"; multitask gradients: {config.surgery}" if len(config.tasks) > 1 else ""
+    recipe = f"recipe {profile}: lr {config.lr:g}, batch {config.batch_size}, {config.epochs} epoch{'s' if config.epochs != 1 else ''}{surgery_note}"
+    with RichTrainProgress(console, recipe) as progress:
         result = train_subset(config, out, progress)
     scores = "  ".join(f"{t} {v:.4f}" for t, v in result.best_scores.items())
     console.print(f"best epoch {result.best_epoch}: {scores}  overall {result.best_overall:.4f}")

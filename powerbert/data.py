@@ -9,6 +9,12 @@ Every problem becomes a `DataError` whose message is one line the user can act o
 `FILE:LINE: column NAME: value 'X': expected ...`. With `skip_bad_rows=True` bad rows are left
 out but kept, with their messages, in `TaskData.skipped`: nothing is ever dropped silently.
 File-level problems (missing file, empty file, wrong header) are never skipped.
+
+One kind of bad row is skipped by `load_split` (training and dev data) even without
+`skip_bad_rows`: a row cut short at a stray quote, the damage the public CS224N Quora files carry
+(a field holding an unmatched literal `"`, every field after it empty, so the row has no label to
+learn from). It is reported like any skipped row; `read_task_file`, which `powerbert predict`
+uses on the user's input, still stops on it, since a prediction file must answer every row.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class BadRow:
     path: Path
     line: int
     message: str  # the full 'FILE:LINE: column ...' text
+    cut_short: bool = False  # cut short at a stray quote (see the module docstring)
 
 
 @dataclass
@@ -92,8 +99,12 @@ def task_path(task: Task | str, data_dir: Path | str | None, split: str) -> Path
     return root / get_task(task).file_name(split)
 
 
-def read_task_file(task: Task | str, path: Path | str, *, skip_bad_rows: bool = False) -> TaskData:
-    """Read and check one file; whether it is labelled is decided by its header."""
+def read_task_file(
+    task: Task | str, path: Path | str, *, skip_bad_rows: bool = False, skip_cut_short: bool = False
+) -> TaskData:
+    """Read and check one file; whether it is labelled is decided by its header.
+    `skip_cut_short` skips (and reports) rows cut short at a stray quote even when
+    `skip_bad_rows` is off."""
     task, path = get_task(task), Path(path)
     split = _split_of(task, path)
     text = _read_text(path, task, split)
@@ -127,9 +138,10 @@ def read_task_file(task: Task | str, path: Path | str, *, skip_bad_rows: bool = 
                 )
         except _RowError as e:
             message = f"{path}:{start}: {e}"
-            if not skip_bad_rows:
+            cut_short = len(row) == len(names) and _cut_short_at_stray_quote(row, n_lead)
+            if not (skip_bad_rows or (skip_cut_short and cut_short)):
                 raise DataError(message) from None
-            skipped.append(BadRow(path, start, message))
+            skipped.append(BadRow(path, start, message, cut_short))
             continue
         first_line_of[example.id] = start
         examples.append(example)
@@ -147,10 +159,11 @@ def load_split(
     skip_bad_rows: bool = False,
     max_rows: int | None = None,
 ) -> TaskData:
-    """Read `split` of `task` from `data_dir` (None: the demo); keep the first `max_rows`."""
+    """Read `split` of `task` from `data_dir` (None: the demo); keep the first `max_rows`.
+    Rows cut short at a stray quote are skipped and reported whatever `skip_bad_rows` says."""
     if max_rows is not None and max_rows < 1:
         raise DataError(f"max rows is {max_rows}: expected a whole number of at least 1")
-    data = read_task_file(task, task_path(task, data_dir, split), skip_bad_rows=skip_bad_rows)
+    data = read_task_file(task, task_path(task, data_dir, split), skip_bad_rows=skip_bad_rows, skip_cut_short=True)
     if max_rows is not None:
         # The whole file is still checked first, so a limit never hides an error in the data.
         data.examples = data.examples[:max_rows]
@@ -189,9 +202,15 @@ def skipped_summary(data: TaskData) -> str | None:
     lines = [str(b.line) for b in data.skipped[:_SUMMARY_LINES]]
     more = ", …" if len(data.skipped) > _SUMMARY_LINES else ""
     n = len(data.skipped)
+    cut = sum(b.cut_short for b in data.skipped)
+    why = ""
+    if cut == n:
+        why = ": cut short by a stray quote, no label to learn from"
+    elif cut:
+        why = f", {cut} of them cut short by a stray quote"
     return (
-        f"skipped {n} bad row{'s' if n != 1 else ''} in {data.path.name} "
-        f"(line{'s' if n != 1 else ''} {', '.join(lines)}{more})"
+        f"skipped {n} bad row{'s' if n != 1 else ''} in {data.path.name}"
+        f" (line{'s' if n != 1 else ''} {', '.join(lines)}{more}){why}"
     )
 
 
@@ -326,6 +345,16 @@ def _label_range(task: Task) -> str:
     if hi - lo == 1:
         return f"{lo:g} or {hi:g}"
     return f"a whole number {lo:g}..{hi:g}"
+
+
+def _cut_short_at_stray_quote(row: list[str], n_lead: int) -> bool:
+    """A row whose fields after one holding an unmatched literal quote are all empty: the
+    damage in the public CS224N Quora files, where such a row lost its last fields."""
+    fields = [v.strip() for v in row[n_lead:]]
+    for i, value in enumerate(fields[:-1]):
+        if value.count('"') % 2:
+            return not any(fields[i + 1 :])
+    return False
 
 
 def _quote_hint(row: list[str], col: int, names: tuple[str, ...]) -> str:

@@ -13,8 +13,9 @@ from powerbert.train import EvalResult, TrainCallbacks, TrainStart
 class RichTrainProgress(TrainCallbacks):
     """Shows steps, loss and ETA; prints the dev scores after every epoch."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, recipe: str = ""):
         self.console = console
+        self.recipe = recipe  # printed once the model is loaded and training starts
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -31,6 +32,8 @@ class RichTrainProgress(TrainCallbacks):
 
     def on_start(self, info: TrainStart) -> None:
         rows = ", ".join(f"{t} {n}" for t, n in info.train_rows.items())
+        if self.recipe:
+            self.console.print(self.recipe)
         self.console.print(f"device {info.device}; training rows per epoch: {rows}; {info.steps_per_epoch} steps per epoch")
         self.bar = self.progress.add_task("training", total=info.total_steps, completed=info.start_step, loss="-")
 

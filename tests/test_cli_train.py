@@ -29,6 +29,7 @@ def test_train_prints_dev_scores_per_epoch(tiny_model_dir, toy_data_dir, tmp_pat
     assert result.exit_code == 0, result.output
     assert "epoch 1 dev: sst" in result.output and "epoch 2 dev: sst" in result.output
     assert "sts" in result.output and "overall" in result.output
+    assert "multitask gradients: pcgrad" in result.output  # gradient surgery, on by default
     assert (tmp_path / "out" / "best.safetensors").exists()
 
 
@@ -42,6 +43,24 @@ def test_malformed_file_exits_nonzero_with_file_and_line(tiny_model_dir, toy_dat
     assert result.exit_code == 1
     assert f"{data / 'ids-sst-train.csv'}:3: column sentiment: value '7'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_rows_cut_short_by_a_stray_quote_are_skipped_with_a_report(tiny_model_dir, toy_data_dir, tmp_path):
+    # The public Quora file has two such rows: training goes on and says which it left out.
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev"):
+        (data / f"quora-{split}.csv").write_bytes((toy_data_dir / f"quora-{split}.csv").read_bytes())
+    with open(data / "quora-train.csv", "a", encoding="utf-8") as f:
+        f.write('999\tcut\twhat about tea ?\t"""why do i like tea ?"\t\n')
+    lines = (data / "quora-train.csv").read_text(encoding="utf-8").count("\n")
+    result = _train(
+        "--tasks", "para", "--data-dir", str(data), "--model", str(tiny_model_dir), "--epochs", "1",
+        "--max-train", "16", "--precision", "fp32", "--out", str(tmp_path / "o"),
+    )
+    assert result.exit_code == 0, result.output
+    assert f"skipped 1 bad row in quora-train.csv (line {lines}): cut short by a stray quote" in result.output
+    assert "epoch 1 dev: para" in result.output
 
 
 def test_unknown_task_and_missing_model_are_one_line_errors(tmp_path, toy_data_dir):

@@ -223,6 +223,45 @@ def test_stray_quote_hint_like_the_real_quora_rows(tmp_path):
     )
 
 
+def test_rows_cut_short_at_a_stray_quote_are_skipped_and_reported_by_load_split(tmp_path):
+    # Both shapes of the real quora-train.csv damage: the label empty after a stray quote in
+    # sentence2 (line 3), both sentence2 and the label empty after one in sentence1 (line 4).
+    rows = [
+        "0\ta\tAny idea?\tHow so?\t1",
+        '1\tb\tAny idea?\t"""Where can I find it?"\t',
+        '2\tc\t"""Given a set of intervals?"\t\t',
+        "3\td\tWhy?\tWhy not?\t0",
+    ]
+    path = para(tmp_path, rows)
+    data = load_split("para", tmp_path, "train")
+    assert data.ids == ["a", "d"] and [b.line for b in data.skipped] == [3, 4]
+    assert all(b.cut_short for b in data.skipped)
+    assert data.skipped[1].message == (
+        f"{path}:4: column sentence2: value '': expected a non-empty sentence "
+        "(column sentence1 has an unmatched quote, which may have swallowed this field)"
+    )
+    assert skipped_summary(data) == (
+        "skipped 2 bad rows in quora-train.csv (lines 3, 4): cut short by a stray quote, no label to learn from"
+    )
+    # A file read for prediction must answer every row: there the same row stops the load.
+    assert error("para", path).startswith(f"{path}:3: column is_duplicate: value ''")
+
+
+def test_a_stray_quote_does_not_excuse_other_faults(tmp_path):
+    # The label is there but out of range, or sentence2 is empty while the label is present:
+    # not the cut-short damage, so the load stops as for any bad row.
+    for bad in ('1\tb\t"""Any idea?"\tWhere?\t7', '1\tb\t"""Any idea?"\t\t1', "1\tb\tAny idea?\t\t"):
+        path = para(tmp_path, ["0\ta\tAny idea?\tHow so?\t1", bad])
+        with pytest.raises(DataError, match=f"^{re.escape(str(path))}:3: "):
+            load_split("para", tmp_path, "train")
+
+
+def test_summary_counts_cut_short_rows_among_other_skipped_rows(tmp_path):
+    rows = ["0\ta\tAny idea?\tHow so?\t1", '1\tb\tAny idea?\t"""Where?"\t', "2\tc\tWhy?\tWhy not?\t5"]
+    data = load_split("para", para(tmp_path, rows).parent, "train", skip_bad_rows=True)
+    assert skipped_summary(data) == "skipped 2 bad rows in quora-train.csv (lines 3, 4), 1 of them cut short by a stray quote"
+
+
 def test_undecodable_bytes(tmp_path):
     path = tmp_path / "ids-sst-train.csv"
     path.write_bytes(b"\tid\tsentence\tsentiment\n0\ta\tfine .\t2\r\n1\tb\tcaf\xe9 bad .\t2\n")
