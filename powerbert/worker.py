@@ -127,7 +127,9 @@ class StoreCallbacks(TrainCallbacks):
 
     def on_start(self, info: TrainStart) -> None:
         self._touch()
-        say(f"device {info.device}; rows per epoch {info.train_rows}; dev rows {info.dev_rows}; "
+        train = ", ".join(f"{t} {n}" for t, n in info.train_rows.items())
+        dev = ", ".join(f"{t} {n}" for t, n in info.dev_rows.items())
+        say(f"device {info.device}; training rows per epoch: {train}; dev rows: {dev}; "
             f"{info.total_steps} steps from step {info.start_step}")
         with self._lock:
             self._progress.update(total_steps=info.total_steps, step=info.start_step)

@@ -86,7 +86,7 @@ class PlaygroundScreen(Screen):
             return
         self.loaded = loaded = message.loaded
         self.sub_title = f"{loaded.experiment.name} · playground"
-        text = Text(f"{len(loaded.models)} model(s) of {loaded.experiment.name} ready on {loaded.device}")
+        text = Text(f"{_count(len(loaded.models), 'model')} of {loaded.experiment.name} ready on {loaded.device}")
         if loaded.missing:
             text.append(f" — not loaded: {', '.join(f'{s} ({why})' for s, why in loaded.missing.items())}", style="dim")
         text.append("\ntype a sentence and press enter; add a second sentence for the pair tasks", style="dim")
@@ -161,10 +161,16 @@ class PlaygroundScreen(Screen):
         parts += [Text(note, style="yellow") for note in message.notes]
         self.query_one("#play-output", Static).update(Group(*parts))
         if message.results:
-            self.say(f"{', '.join(p.task for p in message.results)}: {len(message.results[0].members)} model(s) and "
-                     f"{len(message.results[0].ensembles)} ensemble(s) for each task")
+            first = message.results[0]
+            each = " each" if len(message.results) > 1 else ""
+            self.say(f"{', '.join(p.task for p in message.results)}: {_count(len(first.members), 'model')} and "
+                     f"{_count(len(first.ensembles), 'ensemble')}{each}")
         else:
             self.say("no prediction: see below", error=True)
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
