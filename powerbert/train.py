@@ -43,6 +43,8 @@ class TrainCallbacks:
     def on_eval(self, result: "EvalResult") -> None: ...
     def on_checkpoint(self, kind: str, path: Path, step: int) -> None: ...
     def on_message(self, text: str) -> None: ...
+    def on_eval_batch(self, task: str, done: int, total: int) -> None:
+        """After each dev batch: rows of `task` scored so far. A long evaluation is progress."""
 
     def before_checkpoint(self, kind: str, step: int) -> None:
         """Called just before a checkpoint is written. A resume checkpoint at step k promises
@@ -157,19 +159,27 @@ def load_training_data(config: TrainConfig, split: str, on_message: Callable[[st
 
 
 @torch.no_grad()
-def evaluate(model: MultitaskBert, dev: dict[str, EncodedTask], device, precision, batch_size=64) -> dict[str, TaskOutputs]:
-    """Outputs of the model on every dev set, in file order."""
+def evaluate(
+    model: MultitaskBert, dev: dict[str, EncodedTask], device, precision, batch_size=64,
+    on_batch: Callable[[str, int, int], None] | None = None,
+) -> dict[str, TaskOutputs]:
+    """Outputs of the model on every dev set, in file order; `on_batch(task, done, total)`
+    after each batch."""
     was_training = model.training
     model.eval()
     results = {}
     for name, encoded in dev.items():
         outputs: list[np.ndarray | None] = [None] * len(encoded)
+        done = 0
         for indices in sorted_batches(encoded.lengths(), batch_size):
             batch = encoded.collate(indices).to(device)
             with autocast_for(device, precision):
                 out = model.task_outputs(batch).float().cpu().numpy()
             for row, value in zip(batch.indices, out):
                 outputs[row] = value
+            done += len(batch.indices)
+            if on_batch is not None:
+                on_batch(name, done, len(encoded))
         results[name] = TaskOutputs(name, encoded.ids, encoded.labels, np.stack(outputs))
     model.train(was_training)
     return results
@@ -309,7 +319,7 @@ def train_subset(
 
         if step % steps_per_epoch == 0:
             epoch = step // steps_per_epoch
-            outputs = evaluate(model, dev, device, config.precision)
+            outputs = evaluate(model, dev, device, config.precision, on_batch=callbacks.on_eval_batch)
             scores = {n: o.score() for n, o in outputs.items()}
             overall = overall_score(scores)
             is_best = best_overall is None or (overall is not None and overall > best_overall)

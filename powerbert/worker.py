@@ -175,6 +175,9 @@ class StoreCallbacks(TrainCallbacks):
             patiently(self.store.save_dev_outputs, self.run_id, result.outputs)
             patiently(self.store.update_run, self.run_id, best_scores=result.scores, best_overall=result.overall, epoch=result.epoch)
 
+    def on_eval_batch(self, task: str, done: int, total: int) -> None:
+        self._touch()  # a dev evaluation longer than the stall limit is not a hang
+
     def before_checkpoint(self, kind: str, step: int) -> None:
         # Every metric up to `step` reaches runs.db before the resume checkpoint says `step`:
         # a kill after the checkpoint then leaves no gap in the curve (resume drops only rows

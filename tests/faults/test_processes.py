@@ -56,6 +56,20 @@ HUNG_WORKER = (
     "sys.exit(worker.main(['--db', sys.argv[1], '--run', sys.argv[2]]))\n"
 )
 
+# A dev evaluation far longer than the stall limit, moving batch by batch (small batches, each
+# 0.5 s slower): progress, not a hang.
+SLOW_EVAL_WORKER = (
+    "import sys, time\n"
+    "from powerbert import train, worker\n"
+    "evaluate = train.evaluate\n"
+    "def slow(*args, on_batch=None, **kw):\n"
+    "    def each(*a):\n"
+    "        time.sleep(0.5); on_batch(*a)\n"
+    "    return evaluate(*args[:4], batch_size=4, on_batch=each)\n"
+    "train.evaluate = slow\n"
+    "sys.exit(worker.main(['--db', sys.argv[1], '--run', sys.argv[2]]))\n"
+)
+
 
 @pytest.mark.timeout(180)
 def test_4_a_reused_pid_is_not_alive_and_never_signalled(tmp_path, janitor):
@@ -156,4 +170,24 @@ def test_a_worker_whose_training_hangs_ends_itself_as_lost(tmp_path, janitor, ti
     assert hung.status == RunStatus.LOST
     assert hung.error.startswith("hung: no training step") and "(at step 3)" in hung.error
     assert "hung: no training step" in hung.log_tail
+    store.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_dev_evaluation_longer_than_the_stall_limit_is_not_taken_for_a_hang(tmp_path, janitor, tiny_model_dir, toy_data_dir):
+    db = tmp_path / "runs.db"
+    janitor.watch_db(db)
+    store = Store(db)
+    config = tiny_config(tiny_model_dir, toy_data_dir, ("sst",))
+    exp = experiments.create_experiment(store, config, name="slow-eval", out_root=tmp_path / "runs")
+    run = store.claim_next_queued(exp.id)
+    Path(run.out_dir).mkdir(mode=0o700)
+    with open(Path(run.out_dir) / "worker.log", "ab") as log:
+        worker = janitor.popen([sys.executable, "-c", SLOW_EVAL_WORKER, str(db), str(run.id)], start_new_session=True,
+                               stdout=log, stderr=subprocess.STDOUT, env=cli_env(db, POWERBERT_STALL_S=2))
+    wait_until(lambda: worker.poll() is not None, 150, "the worker to end")
+    done = store.get_run(run.id)
+    assert worker.returncode == 0 and done.status == RunStatus.FINISHED, (done.status, done.error)
+    # The evaluation took 15 batches x 0.5 s, far past the 2 s limit, and it was scored.
+    assert done.best_scores and "sst" in done.best_scores
     store.close()
