@@ -71,6 +71,22 @@ SLOW_EVAL_WORKER = (
 )
 
 
+def start_patched_worker(tmp_path, janitor, config, name: str, script: str, stall_s: float | None = None):
+    """Queue one run of `config` and start `script` (the worker, patched) on it as the
+    supervisor starts a worker: in a session of its own, its output in the run's log."""
+    db = tmp_path / "runs.db"
+    janitor.watch_db(db)
+    store = Store(db)
+    exp = experiments.create_experiment(store, config, name=name, out_root=tmp_path / "runs")
+    run = store.claim_next_queued(exp.id)
+    Path(run.out_dir).mkdir(mode=0o700)
+    env = None if stall_s is None else cli_env(db, POWERBERT_STALL_S=stall_s)
+    with open(Path(run.out_dir) / "worker.log", "ab") as log:
+        worker = janitor.popen([sys.executable, "-c", script, str(db), str(run.id)], start_new_session=True,
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    return store, run, worker
+
+
 @pytest.mark.timeout(180)
 def test_4_a_reused_pid_is_not_alive_and_never_signalled(tmp_path, janitor):
     db = tmp_path / "runs.db"
@@ -102,16 +118,8 @@ def test_4_a_reused_pid_is_not_alive_and_never_signalled(tmp_path, janitor):
 
 @pytest.mark.timeout(180)
 def test_5_sigterm_checkpoints_and_stops_within_the_grace_leaving_no_child(tmp_path, janitor, tiny_model_dir, toy_data_dir):
-    db = tmp_path / "runs.db"
-    janitor.watch_db(db)
-    store = Store(db)
     config = tiny_config(tiny_model_dir, toy_data_dir, ("sst",), epochs=400, max_train=None)
-    exp = experiments.create_experiment(store, config, name="stop", out_root=tmp_path / "runs")
-    run = store.claim_next_queued(exp.id)  # as the supervisor would, then start the worker as it does
-    Path(run.out_dir).mkdir(mode=0o700)
-    with open(Path(run.out_dir) / "worker.log", "ab") as log:
-        worker = janitor.popen([sys.executable, "-c", WORKER_WITH_CHILD, str(db), str(run.id)], start_new_session=True,
-                               stdout=log, stderr=subprocess.STDOUT)
+    store, run, worker = start_patched_worker(tmp_path, janitor, config, "stop", WORKER_WITH_CHILD)
     wait_until(lambda: (store.get_run(run.id).step or 0) > 0, 120, "the worker to train")
     members = session_members(worker.pid)
     assert len(members) == 2, members  # the worker and its child
@@ -154,16 +162,8 @@ def test_5_a_worker_ignoring_sigterm_is_killed_after_the_grace_with_its_children
 def test_a_worker_whose_training_hangs_ends_itself_as_lost(tmp_path, janitor, tiny_model_dir, toy_data_dir):
     """A stuck training loop with a live heartbeat thread would look alive forever: after
     POWERBERT_STALL_S without progress the worker records the run lost, then SIGKILLs itself."""
-    db = tmp_path / "runs.db"
-    janitor.watch_db(db)
-    store = Store(db)
     config = tiny_config(tiny_model_dir, toy_data_dir, ("sst",), epochs=400, max_train=None)
-    exp = experiments.create_experiment(store, config, name="hung", out_root=tmp_path / "runs")
-    run = store.claim_next_queued(exp.id)
-    Path(run.out_dir).mkdir(mode=0o700)
-    with open(Path(run.out_dir) / "worker.log", "ab") as log:
-        worker = janitor.popen([sys.executable, "-c", HUNG_WORKER, str(db), str(run.id)], start_new_session=True,
-                               stdout=log, stderr=subprocess.STDOUT, env=cli_env(db, POWERBERT_STALL_S=2))
+    store, run, worker = start_patched_worker(tmp_path, janitor, config, "hung", HUNG_WORKER, stall_s=2)
     wait_until(lambda: worker.poll() is not None, 150, "the hung worker to end")
     assert worker.returncode == -signal.SIGKILL
     hung = store.get_run(run.id)
@@ -175,16 +175,8 @@ def test_a_worker_whose_training_hangs_ends_itself_as_lost(tmp_path, janitor, ti
 
 @pytest.mark.timeout(180)
 def test_a_dev_evaluation_longer_than_the_stall_limit_is_not_taken_for_a_hang(tmp_path, janitor, tiny_model_dir, toy_data_dir):
-    db = tmp_path / "runs.db"
-    janitor.watch_db(db)
-    store = Store(db)
     config = tiny_config(tiny_model_dir, toy_data_dir, ("sst",))
-    exp = experiments.create_experiment(store, config, name="slow-eval", out_root=tmp_path / "runs")
-    run = store.claim_next_queued(exp.id)
-    Path(run.out_dir).mkdir(mode=0o700)
-    with open(Path(run.out_dir) / "worker.log", "ab") as log:
-        worker = janitor.popen([sys.executable, "-c", SLOW_EVAL_WORKER, str(db), str(run.id)], start_new_session=True,
-                               stdout=log, stderr=subprocess.STDOUT, env=cli_env(db, POWERBERT_STALL_S=2))
+    store, run, worker = start_patched_worker(tmp_path, janitor, config, "slow-eval", SLOW_EVAL_WORKER, stall_s=2)
     wait_until(lambda: worker.poll() is not None, 150, "the worker to end")
     done = store.get_run(run.id)
     assert worker.returncode == 0 and done.status == RunStatus.FINISHED, (done.status, done.error)
