@@ -1,0 +1,79 @@
+"""A plain Hugging Face fine-tuning loop on SST, written without PowerBERT's training code, as a
+quality reference for `powerbert train --tasks sst` (bench/RESULTS.md, "What MiniLM-L6 reaches").
+
+    python bench/sst_plain_loop.py --lr 5e-5 --batch-size 16 --epochs 2 --seed 0
+    powerbert train --tasks sst --data-dir ../shared/data/cs224n --max-train 0 --epochs 2 --lr 5e-5 --batch-size 16 --seed 0
+
+The loop: the whole training file shuffled each epoch, tokenised and padded per batch (max
+length 128), the default MiniLM encoder under bf16 autocast, mean pooling, dropout 0.1 and a
+linear head computed in fp32, AdamW (weight decay 0.01), linear decay without warm-up, gradient
+clipping at 1. It prints the dev accuracy after each epoch. It shares only the model loading
+and the file reader with PowerBERT, so a gap between the two points at the training code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+
+import common
+from powerbert.data import load_split
+from powerbert.model import load_encoder, load_tokenizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(common.DATA_DIR))
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    train = [(e.texts[0], int(e.label)) for e in load_split("sst", args.data_dir, "train").examples]
+    dev = [(e.texts[0], int(e.label)) for e in load_split("sst", args.data_dir, "dev").examples]
+    tokenizer, encoder = load_tokenizer(None), load_encoder(None)
+    head, dropout = torch.nn.Linear(encoder.config.hidden_size, 5), torch.nn.Dropout(0.1)
+    params = list(encoder.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    steps = args.epochs * -(-len(train) // args.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            states = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        return (states.float() * mask).sum(1) / mask.sum(1)
+
+    common.header(f"sst, plain loop: lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}")
+    start = time.perf_counter()
+    for epoch in range(1, args.epochs + 1):
+        encoder.train()
+        rng.shuffle(train)
+        for i in range(0, len(train), args.batch_size):
+            chunk = train[i : i + args.batch_size]
+            logits = head(dropout(embed([text for text, _ in chunk])))
+            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([label for _, label in chunk]))
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+        encoder.eval()
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(dev), 64):
+                chunk = dev[i : i + 64]
+                predicted = head(embed([text for text, _ in chunk])).argmax(-1)
+                correct += int((predicted == torch.tensor([label for _, label in chunk])).sum())
+        print(f"epoch {epoch} dev: sst {correct / len(dev):.4f}  ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
