@@ -138,7 +138,7 @@ def read_task_file(
                 )
         except _RowError as e:
             message = f"{path}:{start}: {e}"
-            cut_short = len(row) == len(names) and _cut_short_at_stray_quote(row, n_lead)
+            cut_short = len(row) == len(names) and _cut_short_at_stray_quote(row)
             if not (skip_bad_rows or (skip_cut_short and cut_short)):
                 raise DataError(message) from None
             skipped.append(BadRow(path, start, message, cut_short))
@@ -347,24 +347,24 @@ def _label_range(task: Task) -> str:
     return f"a whole number {lo:g}..{hi:g}"
 
 
-def _cut_short_at_stray_quote(row: list[str], n_lead: int) -> bool:
+def _unmatched_quote(row: list[str], before: int) -> int | None:
+    """The first column before `before` whose value holds an odd number of quote characters."""
+    return next((i for i in range(before) if row[i].count('"') % 2), None)
+
+
+def _cut_short_at_stray_quote(row: list[str]) -> bool:
     """A row whose fields after one holding an unmatched literal quote are all empty: the
     damage in the public CS224N Quora files, where such a row lost its last fields."""
-    fields = [v.strip() for v in row[n_lead:]]
-    for i, value in enumerate(fields[:-1]):
-        if value.count('"') % 2:
-            return not any(fields[i + 1 :])
-    return False
+    i = _unmatched_quote(row, len(row) - 1)
+    return i is not None and not any(v.strip() for v in row[i + 1 :])
 
 
 def _quote_hint(row: list[str], col: int, names: tuple[str, ...]) -> str:
     """Name an earlier field with an unmatched quote, the usual cause of an empty one."""
-    if row[col].strip():
+    i = None if row[col].strip() else _unmatched_quote(row, col)
+    if i is None:
         return ""
-    for i in range(col):
-        if row[i].count('"') % 2:
-            return f" (column {names[i]} has an unmatched quote, which may have swallowed this field)"
-    return ""
+    return f" (column {names[i]} has an unmatched quote, which may have swallowed this field)"
 
 
 # ---- showing values in messages -------------------------------------------------------------
