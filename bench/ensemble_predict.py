@@ -9,7 +9,7 @@ to 200 rows so the ensemble weights are quick to get) and kept under $POWERBERT_
 Real checkpoints, real weights: only their quality is tiny, not their size.
 
 Part 1, a whole dev file (sst and sts by default): `powerbert predict --input`'s library call,
-powerbert.predict.predict_file(loaded, task, file, "weighted"), against a naive reference that,
+powerbert.inference.predict.predict_file(loaded, task, file, "weighted"), against a naive reference that,
 for every (model, task) pair of the ensemble, tokenises the file again (the model's pair mode)
 and runs the model over it in file order, batches of 64 padded to their longest row, then
 combines the outputs with the same weights. Same loaded models, same process, interleaved;
@@ -64,10 +64,10 @@ def trimmed_data(folder: Path, rows: int = 200) -> Path:
 
 def build_experiment(root: Path) -> Path:
     """Train the seven runs in-process (minutes, once) and evaluate the ensembles."""
-    from powerbert import experiments, results
     from powerbert.config import TrainConfig
+    from powerbert.runner import experiments, results
+    from powerbert.runner.worker import run_worker
     from powerbert.store import ExperimentStatus, Store
-    from powerbert.worker import run_worker
 
     db = root / "runs.db"
     if (root / f"ready-v{BUILD_VERSION}").exists():
@@ -99,7 +99,7 @@ class NaiveReference:
     """For every (model, task) pair: tokenise the file again, run the model in file order."""
 
     def __init__(self, loaded, task: str, path: Path):
-        from powerbert.data import read_task_file
+        from powerbert.data.files import read_task_file
 
         self.loaded, self.task = loaded, task
         self.data = read_task_file(task, path)
@@ -108,8 +108,8 @@ class NaiveReference:
     def run(self, limit: int | None = None) -> int:
         import torch
 
-        from powerbert.batching import EncodedTask, encode_texts
-        from powerbert.ensemble import combine
+        from powerbert.data.batching import EncodedTask, encode_texts
+        from powerbert.results.ensemble import combine
         from powerbert.tasks import TASKS
 
         spec = TASKS[self.task]
@@ -143,7 +143,7 @@ class NaiveReference:
 
 
 def part_file(loaded, task: str, path: Path, repeats: int) -> float:
-    from powerbert.predict import predict_file
+    from powerbert.inference.predict import predict_file
 
     reference = NaiveReference(loaded, task, path)
     rows = len(reference.data.examples)
@@ -161,7 +161,7 @@ def part_file(loaded, task: str, path: Path, repeats: int) -> float:
     members = [m for m, w in reference.weights.items() if w > 0]
     print(f"-- {task}: {path.name}, {rows} rows, weighted ensemble of {len(members)} models, {repeats} rounds", flush=True)
     # Warm-up on a few rows: first-call costs of every model and of the tokenizer.
-    from powerbert.predict import predict_texts
+    from powerbert.inference.predict import predict_texts
 
     spec_rows = [ex.texts if len(ex.texts) == 2 else ex.texts[0] for ex in reference.data.examples[:16]]
     predict_texts(loaded, task, spec_rows, "weighted")
@@ -175,10 +175,10 @@ def part_file(loaded, task: str, path: Path, repeats: int) -> float:
 def part_playground(loaded, repeats: int) -> float:
     import torch
 
-    from powerbert.batching import EncodedTask, encode_texts
-    from powerbert.predict import predict_sentences
+    from powerbert.data.batching import EncodedTask, encode_texts
+    from powerbert.inference.predict import predict_sentences
+    from powerbert.model.device import autocast_for
     from powerbert.tasks import TASKS
-    from powerbert.train import autocast_for
 
     pair_tasks = [t for t in loaded.tasks if TASKS[t].is_pair]
     bare = []  # (model, batch) for every model and pair task it was trained on
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from powerbert.predict import load_experiment_models
+    from powerbert.inference.loading import load_experiment_models
     from powerbert.store import Store
     from powerbert.tasks import TASKS
 

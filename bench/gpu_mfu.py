@@ -5,7 +5,7 @@
 
 A randomly initialised BertModel of bert-base-uncased's shape (12 layers, hidden 768, vocab
 30522; no network needed) inside PowerBERT's MultitaskBert, trained on sst-shaped batches of
-128 tokens per row through `powerbert.train.TrainStep`: the product's forward under bf16
+128 tokens per row through `powerbert.training.loop.TrainStep`: the product's forward under bf16
 autocast, loss, backward (via the gradient combiner), clipping and AdamW (fused on CUDA).
 
 MFU = 6 x non-embedding parameters x tokens per second / the device's dense bf16 peak (read
@@ -77,11 +77,11 @@ def sync(device: torch.device) -> None:
 
 def measure(batch_size: int, attn: str, compile_encoder: bool, warmup: int, steps: int, device: str = "cuda",
             profile: bool = False) -> dict:
-    from powerbert.batching import Batch
-    from powerbert.config import TrainConfig
-    from powerbert.model import HeadConfig, MultitaskBert
-    from powerbert.surgery import make_combiner
-    from powerbert.train import TrainStep, make_optimizer
+    from powerbert.config import HeadConfig, TrainConfig
+    from powerbert.data.batching import Batch
+    from powerbert.model.multitask import MultitaskBert
+    from powerbert.model.surgery import make_combiner
+    from powerbert.training.step import TrainStep, make_optimizer
 
     device = torch.device(device)
     torch.manual_seed(0)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name()
     peak = args.peak_tflops or peak_tflops(name)
     print(f"   device {name}, torch {torch.__version__}, cuda {torch.version.cuda}, "
-          f"peak bf16 dense {'%.1f TFLOP/s' % peak if peak else 'unknown'}", flush=True)
+          f"peak bf16 dense {f'{peak:.1f} TFLOP/s' if peak else 'unknown'}", flush=True)
     torch.backends.cuda.matmul.allow_tf32 = True
     achievable = matmul_tflops()
     print(f"matmul 8192^3 bf16: {achievable:.1f} TFLOP/s achieved"

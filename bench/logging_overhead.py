@@ -4,8 +4,8 @@
     python bench/logging_overhead.py --steps 60 --writers-seconds 60
 
 Part 1, step time with the metric callback vs without. Two processes train the same MiniLM
-sst steps (powerbert.train.TrainStep, the product's defaults) on the same batches, taking turns
-step by step. Each holds a powerbert.worker.StoreCallbacks, as a worker does (buffered rows, a
+sst steps (powerbert.training.loop.TrainStep, the product's defaults) on the same batches, taking turns
+step by step. Each holds a powerbert.runner.worker.StoreCallbacks, as a worker does (buffered rows, a
 flush every METRIC_FLUSH_S, its heartbeat thread writing runs.db every HEARTBEAT_INTERVAL_S); at
 each step one of them reports the step to it and the other does not, the roles swapping every
 step. Also reported: the time spent inside on_step itself. Target: with / without <= 1.02x.
@@ -47,13 +47,15 @@ class StepSide:
 
         if threads:
             torch.set_num_threads(threads)
-        from powerbert.batching import encode_task
         from powerbert.config import TrainConfig
-        from powerbert.data import load_split
-        from powerbert.model import build_model, load_tokenizer
-        from powerbert.surgery import make_combiner
-        from powerbert.train import TaskStream, TrainStep, make_optimizer, tune_cpu_runtime
-        from powerbert.worker import StoreCallbacks
+        from powerbert.data.batching import encode_task
+        from powerbert.data.files import load_split
+        from powerbert.model.device import tune_cpu_runtime
+        from powerbert.model.multitask import build_model, load_tokenizer
+        from powerbert.model.surgery import make_combiner
+        from powerbert.runner.worker import StoreCallbacks
+        from powerbert.training.step import TrainStep, make_optimizer
+        from powerbert.training.streams import TaskStream
 
         tune_cpu_runtime()
         torch.manual_seed(seed)
@@ -151,8 +153,8 @@ def _writer(db: str, run_id: int, tasks: tuple[str, ...], rate: float, seconds: 
     import numpy as np
 
     from powerbert.outputs import TaskOutputs
-    from powerbert.train import EvalResult, TrainStart
-    from powerbert.worker import StoreCallbacks
+    from powerbert.runner.worker import StoreCallbacks
+    from powerbert.training.callbacks import EvalResult, TrainStart
 
     sys.stderr = _Counter(counts, f"errors{index}")
     sys.stdout = io.StringIO()
@@ -184,7 +186,7 @@ def _writer(db: str, run_id: int, tasks: tuple[str, ...], rate: float, seconds: 
 def _reader(db: str, experiment: str, seconds: float, go, counts, latencies) -> None:
     from rich.console import Console
 
-    from powerbert.live import snapshot
+    from powerbert.cli.live import snapshot
     from powerbert.store import Store
     from tui.fetch import RunFollow, experiment_snapshot
 

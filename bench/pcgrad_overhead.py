@@ -4,7 +4,7 @@
     python bench/pcgrad_overhead.py --steps 8 --repeats 5 --threads 2
 
 One process, one MiniLM MultitaskBert with the sst, para and sts heads, tuned as train_subset
-tunes a CPU process. Two `powerbert.train.TrainStep`s share the model and optimizer and differ
+tunes a CPU process. Two `powerbert.training.loop.TrainStep`s share the model and optimizer and differ
 only in the gradient combiner: `pcgrad` (one backward per task into a [T, P] buffer, the
 projections from the T x T Gram matrix, one combination) and `sum` (one backward of the summed
 losses). They take turns on the very same batches (one batch of each task per step, from the
@@ -38,12 +38,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from powerbert.batching import encode_task
     from powerbert.config import TrainConfig
-    from powerbert.data import load_split
-    from powerbert.model import build_model, load_tokenizer
-    from powerbert.surgery import PCGrad, SumGradients, conflict_weights
-    from powerbert.train import TaskStream, TrainStep, make_optimizer, tune_cpu_runtime
+    from powerbert.data.batching import encode_task
+    from powerbert.data.files import load_split
+    from powerbert.model.device import tune_cpu_runtime
+    from powerbert.model.multitask import build_model, load_tokenizer
+    from powerbert.model.surgery import PCGrad, SumGradients, conflict_weights
+    from powerbert.training.step import TrainStep, make_optimizer
+    from powerbert.training.streams import TaskStream
 
     if args.threads:
         torch.set_num_threads(args.threads)

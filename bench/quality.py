@@ -56,11 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the report as JSON here")
     args = parser.parse_args(argv)
 
-    from powerbert import experiments
     from powerbert.config import parse_settings
     from powerbert.profiles import resolve_config
-    from powerbert.report import render_table, to_json
-    from powerbert.results import experiment_report
+    from powerbert.results.evaluate import experiment_report
+    from powerbert.results.report import render_table, to_json
+    from powerbert.runner import experiments
+    from powerbert.runner.checks import check_settings
     from powerbert.store import Store
     from powerbert.tasks import DEFAULT_TASKS
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"data_dir": args.data_dir, "model": args.model, "tasks": DEFAULT_TASKS, "skip_bad_rows": True}
     overrides.update(parse_settings(args.settings))
     config = resolve_config(args.profile, overrides)
-    experiments.validate(config)
+    check_settings(config)
     start = time.monotonic()
     with Store(args.db) as store:
         exp = experiments.create_experiment(

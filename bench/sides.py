@@ -80,7 +80,7 @@ class Sides:
             self.close()
             raise
 
-    def __enter__(self) -> "Sides":
+    def __enter__(self) -> Sides:
         return self
 
     def __exit__(self, *exc) -> None:

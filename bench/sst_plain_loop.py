@@ -17,11 +17,11 @@ import argparse
 import random
 import time
 
+import common
 import torch
 
-import common
-from powerbert.data import load_split
-from powerbert.model import load_encoder, load_tokenizer
+from powerbert.data.files import load_split
+from powerbert.model.multitask import load_encoder, load_tokenizer
 
 
 def main() -> None:

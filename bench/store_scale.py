@@ -12,8 +12,8 @@ Timed on each, interleaved:
   experiment view   what the dashboard's experiment screen reads per poll: tui.fetch.
                     experiment_snapshot for the selected run (runs, the experiment, the metric
                     rows newer than the last id it saw, the log) and the table cells built from it;
-  status            `powerbert status`: powerbert.live.snapshot rendered to text;
-  experiments list  the home screen's tui.fetch.experiment_summaries.
+  status            `powerbert status`: powerbert.cli.live.snapshot rendered to text;
+  experiments list  the home screen's powerbert.views.experiment_summaries.
 The view polls in a steady state: it has seen the history up to 20 rows ago.
 Target: each refresh at 1,000,000 rows <= 2x its time at 1,000 rows.
 """
@@ -116,8 +116,8 @@ class Subject:
                     self.store.heartbeat(run.id, step=1)
 
     def experiment_view(self) -> None:
-        from powerbert.experiments import supervisor_alive
-        from powerbert.results import run_label
+        from powerbert.runner.experiments import supervisor_alive
+        from powerbert.store import run_label
         from tui.fetch import RunFollow, experiment_snapshot
         from tui.rows import experiment_line, run_cells, run_detail
 
@@ -133,13 +133,13 @@ class Subject:
     def status(self) -> None:
         from rich.console import Console
 
-        from powerbert.live import snapshot
+        from powerbert.cli.live import snapshot
 
         _, runs, view = snapshot(self.store, "exp-a")
         Console(file=io.StringIO(), width=100).print(view)
 
     def experiments_list(self) -> None:
-        from tui.fetch import experiment_summaries
+        from powerbert.views import experiment_summaries
 
         experiment_summaries(self.store)
 

@@ -10,8 +10,8 @@ Both sides train the default MiniLM BERT on the same rows of the real CS224N tra
              the fly and padded to its longest row, fp32, eager; sts embeds each sentence of a
              pair with its own forward pass; torch's default AdamW; a process left as it starts.
   powerbert  the product's path: the process tuned as train_subset tunes it, rows tokenised
-             once (powerbert.batching.encode_task), a length-bucketed TaskStream, and
-             powerbert.train.TrainStep (autocast at the default precision, the gradient
+             once (powerbert.data.batching.encode_task), a length-bucketed TaskStream, and
+             powerbert.training.loop.TrainStep (autocast at the default precision, the gradient
              combiner, clipping, fused AdamW) with the product's default TrainConfig.
 
 Each side lives in its own process (bench/sides.py) and they take turns batch by batch, so
@@ -36,7 +36,7 @@ BATCH = 32  # the product's default batch size
 
 
 def sample_rows(task: str, rows: int, seed: int):
-    from powerbert.data import load_split
+    from powerbert.data.files import load_split
 
     data = load_split(task, common.DATA_DIR, "train")
     pick = np.random.default_rng(seed).choice(len(data.examples), rows, replace=False)
@@ -53,7 +53,7 @@ class ReferenceSide:
         from torch import nn
         from transformers import AutoModel
 
-        from powerbert.model import load_tokenizer, resolve_model_name
+        from powerbert.model.multitask import load_tokenizer, resolve_model_name
 
         if threads:
             torch.set_num_threads(threads)
@@ -107,9 +107,10 @@ class PowerBertSide:
         import torch
 
         from powerbert.config import TrainConfig
-        from powerbert.model import build_model, load_tokenizer
-        from powerbert.surgery import make_combiner
-        from powerbert.train import TrainStep, make_optimizer, tune_cpu_runtime
+        from powerbert.model.device import tune_cpu_runtime
+        from powerbert.model.multitask import build_model, load_tokenizer
+        from powerbert.model.surgery import make_combiner
+        from powerbert.training.step import TrainStep, make_optimizer
 
         if threads:
             torch.set_num_threads(threads)
@@ -136,8 +137,8 @@ class PowerBertSide:
         self.batches: list = []
 
     def begin_pass(self) -> tuple[int, float]:
-        from powerbert.batching import encode_task
-        from powerbert.train import TaskStream
+        from powerbert.data.batching import encode_task
+        from powerbert.training.streams import TaskStream
 
         start = time.perf_counter()
         name = self.data.task.name

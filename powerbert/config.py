@@ -1,15 +1,36 @@
 """The configuration of one training run: every knob of the recipe, with its default.
 
+Plain dataclasses with no torch, so that commands which neither train nor predict stay light.
+
 Profiles (powerbert.profiles) are named sets of overrides of these defaults; the CLI and the
 dashboard override them again; the resolved dict is what runs.db and best.json record.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin, get_type_hints
 
-from powerbert.model import HeadConfig
+from powerbert.errors import ConfigError
+from powerbert.tasks import parse_tasks
+
+PairMode = Literal["cross", "bi"]  # how a pair is tokenised: one joined input, or two inputs
+
+
+@dataclass
+class HeadConfig:
+    pooling: Literal["mean", "cls"] = "mean"  # how token states become one sentence embedding
+    para_head: Literal["cross", "bi"] = "cross"  # cross-encoder or bi-encoder features
+    sts_head: Literal["cosine", "regress"] = "cosine"  # the paper's cosine or a learned head
+    dropout: float = 0.1  # on the embedding before each trained head
+
+    def pair_mode(self, task: str) -> PairMode:
+        """How a task's rows must be tokenised for its head: only a cross-encoder para joins them."""
+        return self.para_head if task == "para" else "bi"
 
 
 @dataclass
@@ -44,17 +65,105 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown config setting(s) {', '.join(unknown)}: expected some of {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown config setting(s) {', '.join(unknown)}: expected some of {', '.join(sorted(known))}")
         d = dict(d)
         heads = d.pop("heads", None) or {}
-        heads = heads if isinstance(heads, HeadConfig) else HeadConfig(**heads)
-        if "tasks" in d:
+        if not isinstance(heads, HeadConfig):
+            head_keys = {f.name for f in fields(HeadConfig)}
+            unknown = sorted(set(heads) - head_keys)
+            if unknown:
+                raise ConfigError(f"unknown head setting(s) {', '.join(unknown)}: expected some of {', '.join(sorted(head_keys))}")
+            heads = HeadConfig(**heads)
+        if isinstance(d.get("tasks"), (list, tuple)):
             d["tasks"] = tuple(d["tasks"])
-        return cls(heads=heads, **d)
+        config = cls(heads=heads, **d)
+        check_config(config)
+        return config
+
+
+# What each numeric setting must satisfy, beyond its type: (test, what is expected).
+RANGES: dict[str, tuple] = {
+    "epochs": (lambda v: v >= 1, "a whole number of at least 1"),
+    "lr": (lambda v: v > 0, "a number above 0"),
+    "weight_decay": (lambda v: v >= 0, "a number of at least 0"),
+    "l2": (lambda v: v >= 0, "a number of at least 0"),
+    "batch_size": (lambda v: v >= 1, "a whole number of at least 1"),
+    "max_length": (lambda v: v >= 8, "a whole number of at least 8"),
+    "warmup": (lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1"),
+    "grad_clip": (lambda v: v >= 0, "a number of at least 0 (0 turns clipping off)"),
+    "max_train": (lambda v: v >= 1, "a whole number of at least 1 (or none)"),
+    "head_lr": (lambda v: v > 0, "a number above 0 (or none)"),
+    "checkpoint_every_s": (lambda v: v > 0, "a number of seconds above 0"),
+    "dropout": (lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1"),
+}
+
+
+def check_config(config: TrainConfig) -> None:
+    """Every setting's type, choice and range; ConfigError names the first bad one.
+
+    Runs whenever a config is built from settings (TrainConfig.from_dict, so also
+    apply_overrides and every stored config read back): a bad value stops the command that
+    gave it, before any experiment, folder or run exists."""
+    for owner in (config, config.heads):
+        hints = get_type_hints(type(owner))
+        for f in fields(owner):
+            if f.name in ("heads", "tasks"):
+                continue
+            value = getattr(owner, f.name)
+            _check_value(f.name, value, hints[f.name])
+            rule = RANGES.get(f.name)
+            if rule is not None and value is not None and not rule[0](value):
+                raise ConfigError(f"{f.name} = {value!r}: expected {rule[1]}")
+    tasks = config.tasks
+    if isinstance(tasks, str) or not isinstance(tasks, tuple) or not all(isinstance(t, str) for t in tasks):
+        raise ConfigError(f"tasks = {tasks!r}: expected task names such as sst,para")
+    parse_tasks(tasks)  # each a known task
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"tasks = {','.join(tasks)}: expected each task once")
+    if not (config.device in ("auto", "cpu", "cuda") or (config.device.startswith("cuda:") and config.device[5:].isdigit())):
+        raise ConfigError(f"device = {config.device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def _check_value(name: str, value, hint) -> None:
+    """One setting against its annotation: Literal choices, int, float, bool, str, or None."""
+    options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return
+        raise ConfigError(f"{name} = none: expected {_describe(options)}")
+    for option in options:
+        if get_origin(option) is Literal:
+            if value in get_args(option):
+                return
+        elif option is bool:
+            if isinstance(value, bool):
+                return
+        elif option is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return
+        elif option is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                return
+        elif option is str:
+            if isinstance(value, str):
+                return
+    raise ConfigError(f"{name} = {value!r}: expected {_describe(options)}")
+
+
+def _describe(options) -> str:
+    words = []
+    for option in options:
+        if get_origin(option) is Literal:
+            words.append(" or ".join(str(v) for v in get_args(option)))
+        elif option is type(None):
+            words.append("none")
+        else:
+            words.append({bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(option, str(option)))
+    return " or ".join(words)
 
 
 def apply_overrides(config: TrainConfig, overrides: dict) -> TrainConfig:
@@ -86,7 +195,7 @@ def parse_settings(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in known:
-            raise ValueError(f"--set '{item}': expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+            raise ConfigError(f"--set '{item}': expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
         try:
             value = json.loads(raw)
         except ValueError:
@@ -95,3 +204,44 @@ def parse_settings(items: list[str]) -> dict:
             value = None
         result[key] = value
     return result
+
+
+def absolute_path(path: str | Path) -> str:
+    """A path as the absolute one it names from this folder (with ~ expanded)."""
+    return str(Path(path).expanduser().resolve())
+
+
+def absolute_model(model: str | None) -> str | None:
+    """A model given as something on disk, made absolute; a Hugging Face id (or None) as given.
+
+    Anything that exists by that name counts as local (a file too), so a mistyped folder is
+    reported as a bad folder rather than looked up on the hub."""
+    if not model or os.path.isabs(model) or not Path(model).expanduser().exists():
+        return model
+    return absolute_path(model)
+
+
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """The config with a relative data folder and a local model folder made absolute.
+
+    Stored paths must not depend on the folder a command runs in: the supervisor that a later
+    `powerbert resume` starts, the dashboard and `powerbert predict` may all start elsewhere."""
+    data_dir = absolute_path(config.data_dir) if config.data_dir else config.data_dir
+    model = absolute_model(config.model)
+    if (data_dir, model) == (config.data_dir, config.model):
+        return config
+    return replace(config, data_dir=data_dir, model=model)
+
+
+def parse_gpus(text: str | None) -> list[int] | None:
+    """GPU indices as typed (`--gpus`, the form): None or '' = every GPU found; 'cpu' or
+    'none' = no GPU; '0,1' = those."""
+    if text is None or not text.strip():
+        return None
+    text = text.strip().lower()
+    if text in ("cpu", "none"):
+        return []
+    try:
+        return [int(g) for g in text.split(",") if g.strip()]
+    except ValueError:
+        raise ConfigError(f"GPUs '{text}': expected GPU indices like 0,1 (or 'cpu')") from None

@@ -13,6 +13,7 @@ Options given on the command line override the profile; the resolved config is s
 from __future__ import annotations
 
 from powerbert.config import TrainConfig, apply_overrides
+from powerbert.errors import ConfigError
 
 PAPER_L2 = 1e-5  # lambda of the paper's explicit L2 term (our reading of the report)
 
@@ -53,6 +54,6 @@ def default_profile(data_dir: str | None) -> str:
 def resolve_config(profile: str, overrides: dict) -> TrainConfig:
     """The profile's config with command-line overrides applied (None = not given)."""
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile '{profile}': expected one of {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile '{profile}': expected one of {', '.join(PROFILES)}")
     config = apply_overrides(TrainConfig(), PROFILES[profile])
     return apply_overrides(config, overrides)

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from powerbert.errors import ConfigError
+
 TaskKind = Literal["classify", "binary", "regress"]
 
 
@@ -32,6 +34,11 @@ class Task:
     label_max: float
     metric: Literal["accuracy", "pearson"]
     optional: bool = False  # not part of the default task set
+    label_names: tuple[str, ...] = ()  # classify and binary: what each label means, in label order
+
+    def label_name(self, label: int) -> str:
+        """What a predicted class (or binary answer) means: 'very positive', 'paraphrase'."""
+        return self.label_names[label] if 0 <= label < len(self.label_names) else str(label)
 
     @property
     def is_pair(self) -> bool:
@@ -86,6 +93,7 @@ TASKS: dict[str, Task] = {
             label_min=0,
             label_max=4,
             metric="accuracy",
+            label_names=("very negative", "negative", "neutral", "positive", "very positive"),
         ),
         Task(
             name="para",
@@ -98,6 +106,7 @@ TASKS: dict[str, Task] = {
             label_min=0,
             label_max=1,
             metric="accuracy",
+            label_names=("different", "paraphrase"),
         ),
         Task(
             name="sts",
@@ -123,6 +132,7 @@ TASKS: dict[str, Task] = {
             label_max=1,
             metric="accuracy",
             optional=True,
+            label_names=("negative", "positive"),
         ),
     ]
 }
@@ -131,15 +141,20 @@ DEFAULT_TASKS: tuple[str, ...] = tuple(name for name, t in TASKS.items() if not 
 
 
 def parse_tasks(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Parse "sst,para" (or a list) into registry order; raise ValueError naming a bad name."""
+    """Parse "sst,para" (or a list) into registry order; raise ConfigError naming a bad name."""
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
     names = [n for n in names if n]
     if not names:
-        raise ValueError(f"no tasks given: expected a comma-separated list of {', '.join(TASKS)}")
+        raise ConfigError(f"no tasks given: expected a comma-separated list of {', '.join(TASKS)}")
     for n in names:
         if n not in TASKS:
-            raise ValueError(f"unknown task '{n}': expected one of {', '.join(TASKS)}")
+            raise ConfigError(f"unknown task '{n}': expected one of {', '.join(TASKS)}")
     return tuple(n for n in TASKS if n in names)
+
+
+def tasks_for_input(tasks: tuple[str, ...] | list[str], pair: bool) -> list[str]:
+    """The tasks among `tasks` that can be asked about one sentence (pair=False) or a pair."""
+    return [t for t in tasks if TASKS[t].is_pair == pair]
 
 
 def subset_name(tasks: tuple[str, ...] | list[str]) -> str:

@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 # ... and the same for the supervisors and workers the tests start (they inherit it).
 os.environ.setdefault("POWERBERT_THREADS", "1")
 
-from tests.fixtures import write_tiny_model, write_toy_dataset
+from tests.fixtures import write_tiny_model, write_toy_dataset  # noqa: E402 - after the environment is set
 
 
 @pytest.fixture(scope="session")

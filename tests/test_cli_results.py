@@ -10,8 +10,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from powerbert.cli import app
-from powerbert.data import read_task_file
+from powerbert.cli.app import app
+from powerbert.data.files import read_task_file
 from powerbert.store import Store
 from tests.test_predict import EXPERIMENT, build_tiny_experiment, copy_db, fail_run, one_torch_thread
 
@@ -102,20 +102,22 @@ def test_report_rejects_an_unknown_scheme(db):
 
 
 def test_report_baselines_are_added_and_launched(db, monkeypatch):
-    from powerbert import experiments
+    from powerbert.runner import experiments
 
     launched = []
     monkeypatch.setattr(experiments, "launch", lambda db_path, store, exp: launched.append(exp.name) or 4242)
     result = invoke("report", "--baselines", "--db", db)
     assert result.exit_code == 0, result.output
     assert launched == [EXPERIMENT]
-    assert "training in the background (supervisor pid 4242)" in result.stdout
+    # said before it starts, then that it started
+    announced = result.stdout.index("adding and training 2 more models in the background")
+    assert announced < result.stdout.index("started (supervisor pid 4242)")
     assert "Re-run `powerbert report tiny`" in result.stdout
     assert "frozen: sst+para+sts" in result.stdout and "naive: sst+para+sts" in result.stdout
 
     # json stays parseable: the message goes to stderr
     again = invoke("report", "--baselines", "--format", "json", "--db", db)
-    assert "training in the background" in again.stderr
+    assert "training 2 more models in the background" in again.stderr
     names = [r["name"] for r in json.loads(again.stdout)["rows"]]
     assert "frozen: sst+para+sts" in names
     with Store(db) as store:
@@ -158,18 +160,19 @@ def test_predict_one_sentence_prints_each_model_and_scheme(db):
     assert "sst · SST sentiment · tiny" in out and "probability" in out
     for name in ("sst", "sst+para", "sst+sts", "sst+para+sts", *SCHEMES):
         assert f"│ {name} " in out
-    assert "│ para " not in out and "P(duplicate)" not in out
+    assert "│ para " not in out and "P(paraphrase)" not in out
 
 
 def test_predict_a_pair_prints_para_and_sts(db):
     result = invoke("predict", EXPERIMENT, "what about tea ?", "why do i like tea ?", "--device", "cpu", "--db", db)
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "P(duplicate)" in out and "similarity 0..5" in out
+    assert "P(paraphrase)" in out and "similarity 0..5" in out
+    assert "│ paraphrase" in out or "│ different" in out  # the answer in words, as the playground says it
     for name in ("para", "sts", "para+sts", "sst+para+sts", *SCHEMES):
         assert f"│ {name} " in out
     only = invoke("predict", "-e", EXPERIMENT, "--task", "sts", "a", "b", "--device", "cpu", "--db", db)
-    assert "similarity 0..5" in only.stdout and "P(duplicate)" not in only.stdout
+    assert "similarity 0..5" in only.stdout and "P(paraphrase)" not in only.stdout
 
 
 def test_predict_precision_option(db):
@@ -204,7 +207,8 @@ def test_predict_truncates_long_input_with_a_notice(db):
         (["   "], "error: sentence 1 is empty"),
         ([EXPERIMENT], "'tiny' is an experiment, and nothing else was given to predict"),
         (["a", "b", "c"], "got 3 sentences"),
-        (["--task", "sst", "--input", "x.csv"], "--input needs --task"),
+        (["--input", "x.csv"], "--input needs --task"),
+        (["--task", "sst", "--input", "x.csv"], "x.csv: file not found"),
         (["a", "--output", "x.tsv"], "--output writes the predictions of --input"),
         (["nope", "--task", "sst", "--input", "x.csv", "--output", "y.tsv"], "no experiment 'nope'"),
         (["-e", EXPERIMENT, "--task", "para", "one sentence"], "task 'para' does not take one sentence"),
@@ -218,10 +222,20 @@ def test_predict_usage_errors_are_one_line(db, args, message):
     assert result.stderr.count("error:") == 1
 
 
-def test_predict_file_to_stdout(db, tiny_experiment):
+@pytest.mark.parametrize("output", [["--output", "-"], []], ids=["dash", "default"])
+def test_predict_file_to_stdout(db, tiny_experiment, output):
     source = tiny_experiment.data_dir / "sts-dev.csv"
-    result = invoke("predict", "--task", "sts", "--input", source, "--output", "-", "--scheme", "sts", "--device", "cpu", "--db", db)
+    result = invoke("predict", "--task", "sts", "--input", source, *output, "--scheme", "sts", "--device", "cpu", "--db", db)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "id\tprediction" and len(lines) == 61
     assert all(0 <= float(line.split("\t")[1]) <= 5 for line in lines[1:])
+
+
+def test_predict_file_with_a_missing_column_is_refused_before_the_models_load(db, tmp_path):
+    source = tmp_path / "sts-no-sentence2.csv"
+    source.write_text("\tid\tsentence1\tsimilarity\n0\ta\tA man plays.\t3.0\n")
+    result = invoke("predict", "--task", "sts", "--input", source, "--device", "cpu", "--db", db)
+    assert result.exit_code == 1, result.output
+    assert f"{source}:1: header has columns" in result.stderr
+    assert "loading the models" not in result.stderr

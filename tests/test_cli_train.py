@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from powerbert.cli import app
+from powerbert.cli.app import app
 from tests.fixtures import write_task_file
 
 runner = CliRunner()

@@ -9,17 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from powerbert.data import (
-    BadRow,
-    DataError,
-    Example,
-    check_data_dir,
-    demo_dir,
-    load_split,
-    read_task_file,
-    skipped_summary,
-    task_path,
-)
+from powerbert.data.files import BadRow, check_data_dir, demo_dir, load_split, read_task_file, skipped_summary, task_path
+from powerbert.data.rows import Example
+from powerbert.errors import DataError
 from powerbert.tasks import TASKS
 
 SST_HEADER = "\tid\tsentence\tsentiment"

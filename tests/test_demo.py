@@ -7,8 +7,8 @@ import filecmp
 
 import pytest
 
-from powerbert.data import check_data_dir, demo_dir, load_split
-from powerbert.demo import generate
+from powerbert.data.demo import generate
+from powerbert.data.files import check_data_dir, demo_dir, load_split
 from powerbert.tasks import TASKS
 
 SPLITS = ("train", "dev", "test-student")
@@ -78,9 +78,9 @@ def test_generator_is_deterministic_and_matches_the_shipped_files(tmp_path):
     shipped = sorted(p.name for p in demo_dir().glob("*.csv"))
     assert sorted(p.name for p in tmp_path.glob("*.csv")) == shipped
     _, mismatch, errors = filecmp.cmpfiles(demo_dir(), tmp_path, shipped, shallow=False)
-    assert mismatch == [] and errors == [], "rerun: python -m powerbert.demo.generate"
+    assert mismatch == [] and errors == [], "rerun: python -m powerbert.data.demo.generate"
 
 
 def test_demo_is_marked_synthetic():
     readme = (demo_dir() / "README.md").read_text(encoding="utf-8").lower()
-    assert "synthetic" in readme and "python -m powerbert.demo.generate" in readme
+    assert "synthetic" in readme and "python -m powerbert.data.demo.generate" in readme

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy.optimize import check_grad
 
-from powerbert import ensemble
-from powerbert.ensemble import (
+from powerbert.outputs import TaskOutputs
+from powerbert.results import ensemble
+from powerbert.results.ensemble import (
     SCHEMES,
     combine,
     cv_folds,
@@ -17,7 +18,6 @@ from powerbert.ensemble import (
     scheme_overall,
     scheme_weights,
 )
-from powerbert.outputs import TaskOutputs
 from powerbert.tasks import power_set, subset_name
 
 
@@ -164,10 +164,10 @@ def test_learned_loss_gradient_matches_finite_differences(task, shape):
     gold = draw[task]().astype(float)
 
     def loss(theta):
-        return ensemble._loss_and_grad(task, stack, gold, theta)[0]
+        return ensemble.loss_and_grad(task, stack, gold, theta)[0]
 
     def grad(theta):
-        return ensemble._loss_and_grad(task, stack, gold, theta)[1]
+        return ensemble.loss_and_grad(task, stack, gold, theta)[1]
 
     assert check_grad(loss, grad, rng.normal(size=3)) < 1e-5
 

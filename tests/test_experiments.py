@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from powerbert import experiments
 from powerbert.config import TrainConfig
-from powerbert.liveness import reconcile, run_is_alive
+from powerbert.runner import experiments
+from powerbert.runner.liveness import reconcile, run_is_alive
 from powerbert.store import ExperimentStatus, RunStatus, Store, process_start_time
 
 

@@ -1,4 +1,4 @@
-"""Tests for powerbert.live: the runs table that `powerbert run` and `watch` redraw.
+"""Tests for powerbert.cli.live: the runs table that `powerbert run` and `watch` redraw.
 
 Run: python -m pytest tests/test_live.py -q
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from powerbert.live import runs_table
+from powerbert.cli.live import runs_table
 from powerbert.store import Store
 from powerbert.tasks import power_set
 

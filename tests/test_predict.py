@@ -1,4 +1,4 @@
-"""Prediction with a finished experiment (powerbert.predict): the models and ensembles agree with
+"""Prediction with a finished experiment (powerbert.inference.predict): the models and ensembles agree with
 what was stored for dev, files come back row for row in order, and bad input, failed runs and
 corrupt checkpoints are handled the way the user is told.
 
@@ -20,12 +20,14 @@ import numpy as np
 import pytest
 import torch
 
-from powerbert import experiments, predict, results
-from powerbert.batching import EncodedTask, encode_texts
-from powerbert.config import TrainConfig
-from powerbert.data import read_task_file
+from powerbert.config import HeadConfig, TrainConfig
+from powerbert.data.batching import EncodedTask, encode_texts
+from powerbert.data.files import read_task_file
 from powerbert.errors import ExperimentError
-from powerbert.model import HeadConfig, MultitaskBert, load_encoder, load_tokenizer
+from powerbert.inference import predict
+from powerbert.model.multitask import MultitaskBert, load_encoder, load_tokenizer
+from powerbert.results import evaluate as results
+from powerbert.runner import experiments
 from powerbert.store import Experiment, ExperimentStatus, RunStatus, Store
 from powerbert.tasks import TASKS
 
@@ -49,7 +51,7 @@ def build_tiny_experiment(root: Path, model_dir: Path, data_dir: Path) -> TinyEx
         tasks=("sst", "para", "sts"), data_dir=str(data_dir), model=str(model_dir), epochs=1,
         max_train=32, batch_size=16, lr=1e-3, precision="fp32", checkpoint_every_s=1e9,
     )
-    from powerbert.worker import run_worker
+    from powerbert.runner.worker import run_worker
 
     with Store(built.db) as store, one_torch_thread():
         exp = experiments.create_experiment(store, config, name=EXPERIMENT, out_root=root / "runs")
@@ -157,7 +159,7 @@ def test_models_and_ensembles_reproduce_the_stored_dev_results(tiny_experiment, 
 def test_bf16_runs_predict_at_bf16_and_reproduce_their_dev_outputs(tmp_path, tiny_model_dir, toy_data_dir):
     """Runs trained under bf16 autocast (the default) are evaluated on dev under it: prediction
     uses the same precision unless told otherwise, so it gives the stored dev outputs."""
-    from powerbert.worker import run_worker
+    from powerbert.runner.worker import run_worker
 
     config = TrainConfig(tasks=("sts",), data_dir=str(toy_data_dir), model=str(tiny_model_dir), epochs=1,
                          max_train=32, batch_size=16, lr=1e-3, precision="bf16", checkpoint_every_s=1e9)

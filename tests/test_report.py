@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from powerbert.analysis import error_analysis
-from powerbert.ensemble import SCHEMES, evaluate_all
 from powerbert.outputs import TaskOutputs
-from powerbert.report import build_report, render_charts, render_table, to_csv, to_json, to_markdown
+from powerbert.results.analysis import error_analysis
+from powerbert.results.ensemble import SCHEMES, evaluate_all
+from powerbert.results.report import build_report, render_charts, render_table, to_csv, to_json, to_markdown
 from powerbert.tasks import power_set, subset_name
 from tests.fixtures import noisy_outputs
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -28,7 +31,9 @@ from powerbert.store import (
     is_same_process,
     process_start_time,
 )
+from powerbert.store.db import BUSY_TIMEOUT_S, DATABASE_LOCKED
 from powerbert.store.metrics import _LATEST_SQL
+from powerbert.store.process import START_TIME_TOLERANCE_S
 from powerbert.tasks import power_set
 
 pytestmark = pytest.mark.timeout(60)
@@ -117,7 +122,7 @@ def test_runs_are_created_queued_in_power_set_order(store, experiment):
 
     frozen = store.add_runs(experiment.id, [("sst",), "sts"], kind="frozen")
     assert [(r.subset, r.kind) for r in frozen] == [("sst", "frozen"), ("sts", "frozen")]
-    assert frozen[0].out_dir == os.path.join("runs/exp1", "frozen", "sst")
+    assert frozen[0].out_dir == os.path.join("runs/exp1", "frozen-sst")
     assert len(store.runs(experiment.id)) == 9
     assert len(store.runs(experiment.id, kind="frozen")) == 2
 
@@ -368,13 +373,60 @@ def test_ensemble_results_round_trip_and_replace(store, experiment):
 
 def test_process_start_time_identifies_this_process():
     started = process_start_time(os.getpid())
-    if started is None:
-        pytest.skip("no /proc here")
+    assert started is not None
     assert started <= time.time() + 2
     assert is_same_process(os.getpid(), started)
     assert not is_same_process(os.getpid(), started - 3600)  # same pid, another process
     assert not is_same_process(None, started)
     assert is_same_process(os.getpid(), None)  # no start time recorded: the pid decides
+
+
+def test_an_exited_process_is_not_the_process_any_more():
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    started = process_start_time(child.pid)
+    assert is_same_process(child.pid, started)
+    child.stdin.close()  # it exits...
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # ...and, not reaped yet, is a zombie
+    assert process_start_time(child.pid) is None
+    assert not is_same_process(child.pid, started)
+    assert not is_same_process(child.pid, None)  # nothing runs under that pid
+    child.wait()
+    assert not is_same_process(child.pid, started)  # reaped: the pid is free
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="those versions read Linux's /proc")
+def test_start_times_stored_by_versions_that_read_proc_still_match():
+    # Before psutil, PowerBERT stored the boot time (btime in /proc/stat) plus the start ticks
+    # (field 22 of /proc/PID/stat) over CLK_TCK. Worked out here the same way, as a fixture.
+    with open("/proc/stat", encoding="ascii") as f:
+        boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
+    with open(f"/proc/{os.getpid()}/stat", encoding="utf-8") as f:
+        stat = f.read()
+    ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+    stored = boot + ticks / os.sysconf("SC_CLK_TCK")
+    assert abs(process_start_time(os.getpid()) - stored) <= START_TIME_TOLERANCE_S
+    assert is_same_process(os.getpid(), stored)
+    assert not is_same_process(os.getpid(), stored - 3600)
+
+
+def test_a_write_lock_held_elsewhere_past_the_busy_timeout_is_one_line(store, experiment):
+    run_id = store.runs(experiment.id)[0].id
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # as a `sqlite3` shell left inside a transaction would
+    try:
+        store.conn.execute("PRAGMA busy_timeout = 100")  # the wait itself is not under test here
+        with pytest.raises(StoreError) as err:
+            store.add_metrics(run_id, [(0, 0.0, "train", "loss", 1.0)])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert str(err.value) == (
+        f"{store.path}: {DATABASE_LOCKED}: another process has held the write lock for more "
+        f"than {BUSY_TIMEOUT_S:g} s"
+    )
+    assert not store.conn.in_transaction
+    assert store.add_metrics(run_id, [(0, 0.0, "train", "loss", 1.0)]) == 1  # and it goes on
 
 
 def test_one_store_shared_by_threads(store, experiment):
@@ -388,7 +440,7 @@ def test_one_store_shared_by_threads(store, experiment):
                 store.add_metrics(run_id, [(step, 0.0, "train", "loss", float(step))])
                 store.heartbeat(run_id, step=step)
                 store.latest_metrics(run_ids)
-        except Exception as e:  # noqa: BLE001: reported below
+        except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(run_id,)) for run_id in run_ids]

@@ -14,8 +14,10 @@ import traceback
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from powerbert.store import MIGRATIONS, RunStatus, Store, open_db, schema_version
+from powerbert.store.migrations import migration_names
 
 CTX = mp.get_context("spawn")
 ROUNDS = 8  # fresh databases opened at the same moment, per test run
@@ -29,7 +31,7 @@ WAIT_S = 60  # for a child that should take a few seconds; only a hang would use
 def _report(results, fn, *args) -> None:
     try:
         results.put(("ok", fn(*args)))
-    except BaseException:  # noqa: BLE001: any failure goes back to the test as text
+    except BaseException:  # noqa: BLE001 - any failure goes back to the test as text
         results.put(("error", traceback.format_exc()))
 
 
@@ -111,11 +113,10 @@ def test_processes_opening_a_new_database_together_migrate_it_once(tmp_path):
     assert _collect(processes, results) == [ROUNDS] * 4
     for round_ in range(ROUNDS):
         conn = open_db(tmp_path / f"round{round_}" / "runs.db")
-        counts = conn.execute(
-            "SELECT version, COUNT(*) FROM migrations GROUP BY version"
-        ).fetchall()
-        assert counts == [(m.version, 1) for m in MIGRATIONS]
-        assert schema_version(conn) == len(MIGRATIONS)
+        # every migration recorded as applied exactly once, in order
+        applied = MIGRATIONS.applied(Database(conn, recursive_triggers=False))
+        assert [m.name for m in applied] == migration_names(MIGRATIONS)
+        assert schema_version(conn) == len(migration_names(MIGRATIONS))
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()
 

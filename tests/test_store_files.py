@@ -11,6 +11,8 @@ import sqlite3
 import stat
 
 import pytest
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
 
 from powerbert.store import (
     MIGRATIONS,
@@ -22,6 +24,7 @@ from powerbert.store import (
 )
 from powerbert.store import db as db_module
 from powerbert.store import migrations as migrations_module
+from powerbert.store.migrations import MIGRATION_SET, m001_initial, migration_names
 from powerbert.tasks import power_set
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,8 +60,31 @@ EXPECTED_COLUMNS = {
 }
 
 
+def inspect(conn: sqlite3.Connection) -> Database:
+    """sqlite-utils' view of a connection, leaving its pragmas (recursive_triggers) alone."""
+    return Database(conn, recursive_triggers=False, execute_plugins=False)
+
+
 def columns(conn: sqlite3.Connection, table: str) -> dict[str, str]:
-    return {row[1]: row[2] for row in conn.execute(f"PRAGMA table_info({table})")}
+    # Each column's declared type, as the schema says it. `columns_dict` would give Python types
+    # by affinity instead (str, int, float), which cannot tell REAL from FLOAT or DOUBLE.
+    return {column.name: column.type for column in inspect(conn).table(table).columns}
+
+
+def applied(conn: sqlite3.Connection) -> list[str]:
+    """The migrations the database records as applied, in the order they were applied."""
+    return [m.name for m in Migrations(MIGRATION_SET).applied(inspect(conn))]
+
+
+def migration_set(*steps: tuple[str, Migration]) -> Migrations:
+    """A stand-in for migrations.MIGRATIONS holding (name, function) steps, in order."""
+    migrations = Migrations(MIGRATION_SET)
+    for name, fn in steps:
+        migrations(name=name)(fn)
+    return migrations
+
+
+KNOWN = migration_names(MIGRATIONS)
 
 
 @pytest.fixture
@@ -76,14 +102,11 @@ def test_fresh_database_has_the_schema(tmp_path, where):
     conn = open_db(":memory:" if where == "memory" else tmp_path / "runs.db")
     for table, expected in EXPECTED_COLUMNS.items():
         assert columns(conn, table) == expected, table
-    assert schema_version(conn) == len(MIGRATIONS)
-    applied = conn.execute("SELECT version, name FROM migrations ORDER BY version").fetchall()
-    assert applied == [(m.version, m.name) for m in MIGRATIONS]
-    indexes = {row[1] for row in conn.execute("PRAGMA index_list(metrics)")}
-    assert {"metrics_by_run", "metrics_by_run_name_step"} <= indexes
-    assert [r[2] for r in conn.execute("PRAGMA index_info(metrics_by_run_name_step)")] == [
-        "run_id", "name", "step"
-    ]
+    assert schema_version(conn) == len(KNOWN)
+    assert applied(conn) == KNOWN  # each recorded once, in order: version N is the N-th name
+    indexes = {index.name: index.columns for index in inspect(conn).table("metrics").indexes}
+    assert {"metrics_by_run", "metrics_by_run_name_step"} <= set(indexes)
+    assert indexes["metrics_by_run_name_step"] == ["run_id", "name", "step"]
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     if where == "file":
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -96,19 +119,22 @@ def test_reopening_applies_nothing_twice(tmp_path):
     path = tmp_path / "runs.db"
     open_db(path).close()
     conn = open_db(path)
-    assert conn.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == len(MIGRATIONS)
+    assert applied(conn) == KNOWN
     conn.close()
 
 
-def _add_note_column(conn: sqlite3.Connection) -> None:
-    conn.execute("ALTER TABLE runs ADD COLUMN note TEXT NOT NULL DEFAULT 'none'")
-    conn.execute("CREATE TABLE tags (run_id INTEGER REFERENCES runs(id), tag TEXT)")
+def _add_note_column(db: Database) -> None:
+    db.execute("ALTER TABLE runs ADD COLUMN note TEXT NOT NULL DEFAULT 'none'")
+    db.execute("CREATE TABLE tags (run_id INTEGER REFERENCES runs(id), tag TEXT)")
+
+
+VERSION_1 = (("m001_initial", m001_initial),)
+VERSION_2 = (*VERSION_1, ("m002_note", _add_note_column))
 
 
 def test_version_1_database_keeps_its_data_through_a_new_migration(tmp_path, monkeypatch):
     path = tmp_path / "runs.db"
-    version_1 = [MIGRATIONS[0]]
-    monkeypatch.setattr(migrations_module, "MIGRATIONS", version_1)
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", migration_set(*VERSION_1))
     with Store(path) as store:
         exp = store.create_experiment("old", ("sst", "sts"), {"epochs": 3}, "runs/old",
                                       power_set(("sst", "sts")))
@@ -117,12 +143,10 @@ def test_version_1_database_keeps_its_data_through_a_new_migration(tmp_path, mon
         store.update_run(run.id, best_scores={"sst": 0.5})
         assert schema_version(store.conn) == 1
 
-    with_version_2 = [*version_1, Migration(2, "m002_note", _add_note_column)]
-    monkeypatch.setattr(migrations_module, "MIGRATIONS", with_version_2)
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", migration_set(*VERSION_2))
     with Store(path) as store:
         assert schema_version(store.conn) == 2
-        versions = store.conn.execute("SELECT version FROM migrations ORDER BY version")
-        assert [tuple(r) for r in versions] == [(1,), (2,)]
+        assert applied(store.conn) == ["m001_initial", "m002_note"]
         assert "note" in columns(store.conn, "runs")
         assert [tuple(r) for r in store.conn.execute("SELECT DISTINCT note FROM runs")] == [
             ("none",)
@@ -136,42 +160,80 @@ def test_version_1_database_keeps_its_data_through_a_new_migration(tmp_path, mon
 
 
 def test_database_built_by_hand_at_version_1_is_migrated(tmp_path, monkeypatch):
-    # No migrations table, only user_version: as a tool other than open_db might leave it.
+    # No record of migrations at all, only user_version: as a tool other than open_db might
+    # leave it.
     path = tmp_path / "runs.db"
     raw = sqlite3.connect(path)
-    MIGRATIONS[0].apply(raw)
+    m001_initial(Database(raw))
     raw.execute("INSERT INTO experiments (name, created_at) VALUES ('hand', 1.0)")
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()
-    monkeypatch.setattr(
-        migrations_module,
-        "MIGRATIONS",
-        [MIGRATIONS[0], Migration(2, "m002_note", _add_note_column)],
-    )
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", migration_set(*VERSION_2))
     conn = open_db(path)
     assert schema_version(conn) == 2
+    assert applied(conn) == ["m001_initial", "m002_note"]
     assert conn.execute("SELECT name FROM experiments").fetchall() == [("hand",)]
     assert "note" in columns(conn, "runs")
     conn.close()
+
+
+def _database_of_powerbert_before_sqlite_utils(path) -> None:
+    """A runs.db as open_db left it before migrations were a sqlite-utils set: WAL, schema 1,
+    its own `migrations` table (version, name, applied_at) beside user_version, and data."""
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.execute("BEGIN IMMEDIATE")
+    raw.execute("CREATE TABLE IF NOT EXISTS migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
+    m001_initial(Database(raw, recursive_triggers=False))
+    raw.execute("INSERT INTO migrations (version, name, applied_at) VALUES (1, 'm001_initial', 1.7e9)")
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("COMMIT")
+    raw.execute("INSERT INTO experiments (name, created_at) VALUES ('kept', 1.0)")
+    raw.close()
+
+
+def test_database_of_the_previous_release_opens_and_migrates(tmp_path, monkeypatch):
+    path = tmp_path / "runs.db"
+    _database_of_powerbert_before_sqlite_utils(path)
+    conn = open_db(path)  # the current schema: nothing to apply, only the record to adopt
+    assert schema_version(conn) == 1
+    assert applied(conn) == ["m001_initial"]
+    # applied_at carried over from the old record, in the text sqlite-utils writes
+    (record,) = Migrations(MIGRATION_SET).applied(inspect(conn))
+    assert record.applied_at == "2023-11-14 22:13:20+00:00"
+    assert "migrations" not in inspect(conn).table_names()  # one record, not two
+    assert conn.execute("SELECT name FROM experiments").fetchall() == [("kept",)]
+    conn.close()
+
+    _database_of_powerbert_before_sqlite_utils(tmp_path / "older.db")
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", migration_set(*VERSION_2))
+    with Store(tmp_path / "older.db") as store:  # and straight to a newer schema
+        assert schema_version(store.conn) == 2
+        assert applied(store.conn) == ["m001_initial", "m002_note"]
+        assert "note" in columns(store.conn, "runs")
+        assert [e.name for e in store.list_experiments()] == ["kept"]
 
 
 def test_failed_migration_leaves_the_previous_version(tmp_path, monkeypatch):
     path = tmp_path / "runs.db"
     open_db(path).close()
 
-    def broken(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE half (x)")
-        conn.execute("THIS IS NOT SQL")
+    def broken(db: Database) -> None:
+        db.execute("CREATE TABLE half (x)")
+        db.execute("THIS IS NOT SQL")
 
-    with_broken = [*MIGRATIONS, Migration(2, "broken", broken)]
+    current = ((name, getattr(migrations_module, name)) for name in KNOWN)
+    with_broken = migration_set(*current, ("broken", broken))
     monkeypatch.setattr(migrations_module, "MIGRATIONS", with_broken)
     with pytest.raises(StoreError, match="runs.db: cannot open the database"):
         open_db(path)
     monkeypatch.undo()
     conn = open_db(path)
-    assert schema_version(conn) == 1
-    assert "half" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert schema_version(conn) == len(KNOWN)
+    assert applied(conn) == KNOWN  # no record of the migration that failed
+    assert "half" not in inspect(conn).table_names()
     conn.close()
 
 
@@ -180,7 +242,12 @@ def test_newer_schema_is_refused(tmp_path, monkeypatch):
     conn = open_db(path)
     conn.execute("PRAGMA user_version = 7")
     conn.close()
-    monkeypatch.setattr(migrations_module, "MIGRATIONS", MIGRATIONS * 5)  # "knows" version 5
+
+    def nothing(db: Database) -> None:
+        pass
+
+    knows_5 = migration_set(*VERSION_1, *((f"m00{n}_nothing", nothing) for n in range(2, 6)))
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", knows_5)
     with pytest.raises(StoreError) as err:
         open_db(path)
     assert str(err.value) == (

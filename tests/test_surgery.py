@@ -4,7 +4,7 @@ import random
 
 import torch
 
-from powerbert.surgery import PCGrad, SumGradients, project_conflicting
+from powerbert.model.surgery import PCGrad, SumGradients, project_conflicting
 
 
 def test_no_conflict_is_plain_sum():
@@ -118,7 +118,7 @@ def test_pcgrad_on_a_module_matches_per_task_gradients_projected():
         signs = [1.0, -1.0, 0.5]
 
         def losses():
-            return {f"t{k}": s * shared(x).sum() for k, (x, s) in enumerate(zip(xs, signs))}
+            return {f"t{k}": s * shared(x).sum() for k, (x, s) in enumerate(zip(xs, signs))}  # noqa: B023 - called in this iteration
 
         per_task = []
         for loss in losses().values():

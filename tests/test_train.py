@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from powerbert import checkpoint as ckpt
-from powerbert.config import TrainConfig
-from powerbert.model import HeadConfig
-from powerbert.train import EvalResult, TrainCallbacks, train_subset
+from powerbert.config import HeadConfig, TrainConfig
+from powerbert.model import checkpoint as ckpt
+from powerbert.training.callbacks import EvalResult, TrainCallbacks
+from powerbert.training.loop import train_subset
 
 
 class Recorder(TrainCallbacks):

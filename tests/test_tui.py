@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from powerbert.results import best_overall
 from powerbert.store import Store
-from tui.app import create_app
+from powerbert.views import best_overall
 from tests.tui_harness import NOW, SIZE, cell, make_app, open_experiment, plain, run_async, wait_for
+from tui.app import create_app
 
 pytestmark = pytest.mark.timeout(240)
 

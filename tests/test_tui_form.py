@@ -75,7 +75,7 @@ def _pids_alive(pids) -> list[int]:
 async def test_form_starts_an_experiment_that_trains_to_finished(tmp_path, tiny_model_dir, toy_data_dir, monkeypatch):
     """The real thing: a detached supervisor and its workers; quitting the dashboard midway
     stops nothing, and a new dashboard shows the runs through to finished."""
-    from powerbert import experiments
+    from powerbert.runner import experiments
     from tui.screens.experiment import ExperimentScreen
     from tui.widgets.tables import RunsTable
 

@@ -21,10 +21,10 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def tiny_experiment(tmp_path_factory, tiny_model_dir, toy_data_dir):
     """A tiny finished three-task experiment, trained in this process (7 tiny runs)."""
-    from powerbert import experiments
     from powerbert.config import TrainConfig
-    from powerbert.results import ensemble_experiment
-    from powerbert.worker import run_worker
+    from powerbert.results.evaluate import ensemble_experiment
+    from powerbert.runner import experiments
+    from powerbert.runner.worker import run_worker
 
     root = tmp_path_factory.mktemp("tiny-exp")
     path = root / "runs.db"

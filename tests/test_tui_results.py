@@ -5,7 +5,6 @@ Run: python -m pytest tests/test_tui_results.py -q
 
 from __future__ import annotations
 
-
 import pytest
 
 from powerbert.tasks import power_set, subset_name
@@ -90,8 +89,9 @@ async def test_unreadable_database_shows_a_message(tmp_path):
 def test_locked_database_is_one_line():
     import sqlite3
 
+    from powerbert.store import DATABASE_LOCKED
     from tui.source import describe_error
 
-    assert describe_error(sqlite3.OperationalError("database is locked")).startswith("database is locked")
+    assert describe_error(sqlite3.OperationalError(DATABASE_LOCKED)).startswith(DATABASE_LOCKED)
 
 

@@ -39,8 +39,8 @@ async def _experiments(pilot) -> None:
 
 
 async def _experiment(pilot) -> None:
-    from tests.tui_harness import open_experiment
     from powerbert.store import Store
+    from tests.tui_harness import open_experiment
 
     screen = await open_experiment(pilot, "beta")
     with Store("runs.db") as store:

@@ -22,7 +22,6 @@ from powerbert.tasks import TASKS, power_set
 from tests.fixtures import noisy_outputs
 from tui.app import create_app
 
-
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: every stored time is fixed from this
 NOW = T0 + 3 * 3600  # the dashboard's clock in these tests
 FOREVER = 4_102_444_800.0  # a heartbeat in 2100: a run with no pid stays "alive" (liveness.py)
@@ -75,7 +74,7 @@ def _finish(store: Store, run, seed: int, start: float, *, scale: float = 1.0) -
 def prepare_db(path: Path, out_root: Path) -> dict[str, int]:
     """Two experiments: 'alpha' (older, every run finished, ensembles stored) and 'beta' (newer,
     a run in every status). Returns {name: experiment id}."""
-    from powerbert.results import ensemble_experiment
+    from powerbert.results.evaluate import ensemble_experiment
 
     config = {"train": {"tasks": list(TASKS3), "model": None, "epochs": 2}, "profile": "demo",
               "launch": {"gpus": [0], "runs_per_gpu": 1, "max_parallel": 1}}

@@ -26,8 +26,8 @@ from tui.screens.help import HelpScreen
 from tui.source import DEFAULT_DB, Database
 
 # What the screens import lazily; loaded in a thread at start so the first screen draws at once.
-HEAVY_MODULES = ("powerbert.experiments", "powerbert.live", "powerbert.profiles", "powerbert.results",
-                 "powerbert.report", "tui.rows")
+HEAVY_MODULES = ("powerbert.runner.experiments", "powerbert.views", "powerbert.profiles", "powerbert.results.evaluate",
+                 "powerbert.results.report", "tui.rows")
 
 
 class PowerBertApp(App):

@@ -12,35 +12,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from powerbert.store import Experiment, Metric, Run, RunStatus, Store
+from powerbert.store import Experiment, Metric, Run, Store
 from powerbert.tasks import TASKS
 
 LOG_FIRST_BYTES = 64 * 1024  # how much of an existing log the first read shows
 LOG_READ_BYTES = 256 * 1024  # most read per poll: a chatty log catches up over a few polls
 METRICS_PER_FETCH = 20_000  # rows per poll; a long history loads over a few quick polls
 CURVE_NAMES = ("loss", *TASKS, "overall")  # train loss; dev scores per task and overall
-
-
-@dataclass
-class ExperimentSummary:
-    experiment: Experiment
-    done: int  # finished runs
-    total: int
-    best: float | None  # best overall dev score over every task: an ensemble or an all-task run
-
-
-def experiment_summaries(store: Store) -> list[ExperimentSummary]:
-    """Every experiment, newest first, with its run counts and best overall score."""
-    from powerbert.results import best_overall  # in the fetch thread: keeps start-up light
-
-    summaries = []
-    for experiment in store.list_experiments():
-        runs = store.runs(experiment.id)
-        found = best_overall(store, experiment)
-        best = found[1] if found else None
-        done = sum(r.status == RunStatus.FINISHED for r in runs)
-        summaries.append(ExperimentSummary(experiment, done, len(runs), best))
-    return summaries
 
 
 @dataclass
@@ -98,7 +76,7 @@ class ExperimentSnapshot:
 def experiment_snapshot(store: Store, experiment_id: int, follow: RunFollow) -> ExperimentSnapshot:
     """The experiment and its runs (marking vanished workers lost) plus what is new for the
     selected run: metric rows after `follow.after_id` and log lines after `follow.log_offset`."""
-    from powerbert.liveness import reconcile  # imports torch: only ever in a worker thread
+    from powerbert.runner.liveness import reconcile  # imports torch: only ever in a worker thread
 
     runs = reconcile(store, experiment_id)
     experiment = store.get_experiment(experiment_id)

@@ -1,8 +1,7 @@
 """Table cells and status lines, built in the fetch workers from what was read.
 
-This is where the dashboard reuses the CLI's formatting (powerbert.live: status colours,
-durations, ETA; powerbert.results: run names). Those modules pull in torch and scipy, which
-take seconds to import, so only worker threads import this module: the screens draw at once.
+The status colours, durations, ETA and run names are the ones the CLI shows too
+(powerbert.views, powerbert.store.run_label); rich's Text is what the tables take.
 Failed and lost runs stand out twice, in the status colour and with a '!' before their name,
 so they show even where colour is lost.
 """
@@ -13,10 +12,8 @@ import time
 
 from rich.text import Text
 
-from powerbert.live import STATUS_STYLE, eta_seconds, fmt_duration
-from powerbert.results import run_label
-from powerbert.store import Experiment, Run, RunStatus
-from tui.fetch import ExperimentSummary
+from powerbert.store import Experiment, Run, RunStatus, run_label
+from powerbert.views import STATUS_STYLE, ExperimentSummary, eta_seconds, fmt_duration
 
 PROBLEM = (RunStatus.FAILED, RunStatus.LOST)
 MARK = "●"

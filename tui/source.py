@@ -13,7 +13,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from powerbert.store import Store, StoreError
+from powerbert.errors import first_line
+from powerbert.store import DATABASE_LOCKED, Store, StoreError, is_database_busy
 
 DEFAULT_DB = "runs.db"
 
@@ -52,9 +53,9 @@ def describe_error(exc: BaseException) -> str:
     """One line for the user: what went wrong with the database, and that we keep trying."""
     if isinstance(exc, NoDatabase):
         return str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-        return f"database is locked ({text}); retrying"
+    text = first_line(exc)
+    if is_database_busy(exc):
+        return f"{DATABASE_LOCKED} ({text}); retrying"
     if isinstance(exc, (StoreError, sqlite3.Error)):
         return f"cannot read the database: {text}; retrying"
     return f"{type(exc).__name__}: {text}"

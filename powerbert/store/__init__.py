@@ -8,9 +8,9 @@ See db.py for how the file is opened, migrations.py for the schema, models.py fo
 Store hands out, and process.py for the pid_start_time convention (seconds since the epoch).
 """
 
+from powerbert.errors import StoreError
 from powerbert.store.api import Store
-from powerbert.store.db import BUSY_TIMEOUT_S, open_db, schema_version, write_transaction
-from powerbert.store.errors import StoreError
+from powerbert.store.db import BUSY_TIMEOUT_S, DATABASE_LOCKED, is_database_busy, open_db, schema_version, write_transaction
 from powerbert.store.migrations import MIGRATIONS, Migration, migration
 from powerbert.store.models import (
     EnsembleResult,
@@ -19,11 +19,13 @@ from powerbert.store.models import (
     Metric,
     Run,
     RunStatus,
+    run_label,
 )
 from powerbert.store.process import is_same_process, process_start_time
 
 __all__ = [
     "BUSY_TIMEOUT_S",
+    "DATABASE_LOCKED",
     "MIGRATIONS",
     "EnsembleResult",
     "Experiment",
@@ -34,10 +36,12 @@ __all__ = [
     "RunStatus",
     "Store",
     "StoreError",
+    "is_database_busy",
     "is_same_process",
     "migration",
     "open_db",
     "process_start_time",
+    "run_label",
     "schema_version",
     "write_transaction",
 ]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from powerbert.store.errors import StoreError
+from powerbert.errors import StoreError
 from powerbert.store.metrics import MetricsMixin
 from powerbert.store.models import (
     EXPERIMENT_COLUMNS,
@@ -50,7 +50,7 @@ def _check_experiment_name(name: str) -> str:
 class Store(RunsMixin, MetricsMixin, ResultsMixin):
     """runs.db as dataclasses. `Store(path)` opens (and creates or migrates) the database."""
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     # -- experiments -------------------------------------------------------------------------
@@ -143,6 +143,24 @@ class Store(RunsMixin, MetricsMixin, ResultsMixin):
             )
         if cur.rowcount == 0:
             raise StoreError(f"no experiment with id {experiment_id}")
+
+    def end_experiment(self, experiment_id: int, status: ExperimentStatus, *, force: bool = False) -> bool:
+        """Record the supervisor's end: final status, end time, no supervisor pid.
+
+        Unless `force`, only if nobody queued runs again meanwhile and set it running (a
+        `powerbert resume` racing the end): then nothing changes, False comes back, and the
+        supervisor goes on with them. One write, so the two cannot interleave."""
+        now = time.time()
+        guard = "" if force else (
+            " AND NOT (status = ? AND EXISTS (SELECT 1 FROM runs WHERE experiment_id = experiments.id AND status = ?))"
+        )
+        args = () if force else (ExperimentStatus.RUNNING.value, RunStatus.QUEUED.value)
+        with self._write() as db:
+            cur = db.execute(
+                f"UPDATE experiments SET status = ?, ended_at = ?, supervisor_pid = NULL WHERE id = ?{guard}",
+                (ExperimentStatus(status).value, now, experiment_id, *args),
+            )
+        return cur.rowcount == 1
 
     def delete_experiment(self, key: int | str) -> None:
         """Delete an experiment with all its runs, metrics and results (rows only, not its

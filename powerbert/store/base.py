@@ -30,7 +30,7 @@ class StoreBase:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "StoreBase":
+    def __enter__(self) -> StoreBase:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -12,10 +12,18 @@ runs.db holds configs, hostnames, pids and error text, so it is created readable
 only (0600), and a folder created for it is 0700. SQLite gives the -wal and -shm files the
 database file's own mode, so nothing here changes the process umask (it is process-wide, and
 the dashboard opens databases from threads).
+
+Migrations are a sqlite-utils `Migrations` set (migrations.py), recorded by name; `migrate` says
+what is kept by hand around it and why. The opening itself stays hand-written too, as sqlite-utils
+does not keep these guarantees: `Database(path)` lets sqlite3 create the file with the umask's
+mode (0644), sets no busy timeout beyond sqlite3's default, and `Database.enable_wal()` neither
+retries the switch when a process opening the same new file holds it, nor reports that the
+filesystem kept another journal mode (it returns nothing), which must be refused here.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import sqlite3
@@ -24,10 +32,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from powerbert.errors import StoreError
 from powerbert.store import migrations as _migrations
-from powerbert.store.errors import StoreError
 
 BUSY_TIMEOUT_S = 10.0
+# SQLite's own words for a lock it could not get. The store's busy error says them too, so the
+# CLI, the worker's waiting message and the tests all recognise a busy database by this string.
+DATABASE_LOCKED = "database is locked"
 MEMORY = ":memory:"
 
 
@@ -67,9 +81,9 @@ def write_transaction(conn: sqlite3.Connection, label: str = "runs.db") -> Itera
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as e:
-        if _is_busy(e):
+        if is_database_busy(e):
             raise StoreError(
-                f"{label}: database is locked: another process has held the write lock for "
+                f"{label}: {DATABASE_LOCKED}: another process has held the write lock for "
                 f"more than {BUSY_TIMEOUT_S:g} s"
             ) from e
         raise
@@ -83,40 +97,76 @@ def write_transaction(conn: sqlite3.Connection, label: str = "runs.db") -> Itera
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
+    """How many of the migrations in migrations.py the database has applied (its user_version)."""
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
 def migrate(conn: sqlite3.Connection, label: str) -> None:
-    """Apply the migrations this database lacks, each in its own write transaction.
+    """Apply the migrations this database lacks, all in one write transaction.
 
-    Several processes may open a brand-new database at the same moment: each takes the write
-    lock before it looks at what is applied, so every migration runs exactly once.
+    sqlite-utils' `Migrations` keeps the record (by name, in `_sqlite_migrations`) and runs each
+    migration in its own savepoint. Three things it does not do are kept here, by hand:
+      - the write lock. On its own, `Migrations.apply` creates its table and decides what is
+        pending before it takes any lock, then runs each migration in a plain (deferred)
+        BEGIN. Several processes opening a brand-new database at once (supervisor, workers,
+        dashboard) would all find m001_initial pending, and all but one would then fail on
+        "table ... already exists". Here every process takes BEGIN IMMEDIATE first and `apply`
+        runs inside that transaction (sqlite-utils nests into an open one with savepoints), so
+        what is pending is read only under the lock: each migration runs exactly once;
+      - refusing a newer database. sqlite-utils records names and has no notion of "newer";
+        user_version (how many migrations are applied, set in the same transaction) gives
+        that, and a message naming both versions;
+      - databases written before sqlite-utils kept the record (`_adopt_applied`).
+    A migration that fails rolls the whole transaction back: the database stays as it was.
     """
-    known = _migrations.MIGRATIONS  # looked up now, so tests can append a migration
+    schema = _migrations.MIGRATIONS  # looked up now, so tests can swap the set
+    names = _migrations.migration_names(schema)
     version = schema_version(conn)
-    _refuse_newer(version, len(known), label)
-    if version == len(known):
+    _refuse_newer(version, len(names), label)
+    # No plugins (they could register functions on our connection) and no recursive_triggers
+    # pragma: the Database only lends its migration and table helpers to open_db's connection.
+    db = Database(conn, recursive_triggers=False, execute_plugins=False)
+    if version == len(names) and db.table(schema.migrations_table).exists():
         return  # the common case: no write lock taken just to open the database
-    for step in known:
-        if step.version <= version:
-            continue  # user_version only grows, so a stale read costs at most a look inside
-        with write_transaction(conn, label):
-            _refuse_newer(schema_version(conn), len(known), label)
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-            )
-            applied = {v for (v,) in conn.execute("SELECT version FROM migrations")}
-            # user_version counts too: a database built by hand (or by a tool that only sets
-            # user_version) must not have its tables created a second time.
-            if step.version in applied or step.version <= schema_version(conn):
-                continue
-            step.apply(conn)
-            conn.execute(
-                "INSERT INTO migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (step.version, step.name, time.time()),
-            )
-            conn.execute(f"PRAGMA user_version = {int(step.version)}")
+    with write_transaction(conn, label):
+        version = schema_version(conn)  # another process may have migrated it meanwhile
+        _refuse_newer(version, len(names), label)
+        _adopt_applied(db, schema, names[:version])
+        schema.apply(db)
+        if version != len(names):
+            conn.execute(f"PRAGMA user_version = {len(names)}")
+
+
+# PowerBERT's own record of applied migrations, before sqlite-utils kept it: (version, name,
+# applied_at seconds since the epoch), one row per migration, beside user_version.
+_OLD_RECORD = "migrations"
+
+
+def _adopt_applied(db: Database, schema: Migrations, applied: list[str]) -> None:
+    """Record in sqlite-utils' table the migrations that user_version says are applied.
+
+    A runs.db written by PowerBERT before sqlite-utils kept the record has user_version N and
+    its own `migrations` table; one built by another tool may have user_version only. Either
+    way its first N migrations are applied (user_version only ever counted them, in order), so
+    they are recorded as applied, keeping the old table's applied_at where it has one, and the
+    old table goes: one record, not two that could disagree. Without this, sqlite-utils would
+    see no record and run m001_initial again on a database that has its tables.
+    sqlite-utils has no call that marks a migration applied without running it, so the row is
+    written as `Migrations` itself writes it (migration_set, name, applied_at as UTC text).
+    """
+    schema.ensure_migrations_table(db)
+    recorded = {m.name for m in schema.applied(db)}
+    old = db.table(_OLD_RECORD)
+    when: dict[str, float] = {}
+    if old.exists():
+        when = {name: at for name, at in db.execute(f"SELECT name, applied_at FROM {_OLD_RECORD}")}
+    record = db.table(schema.migrations_table)
+    for name in applied:
+        if name not in recorded:
+            at = datetime.datetime.fromtimestamp(when.get(name, time.time()), datetime.timezone.utc)
+            record.insert({"migration_set": schema.name, "name": name, "applied_at": str(at)})
+    if old.exists():
+        old.drop()
 
 
 def _refuse_newer(version: int, known: int, label: str) -> None:
@@ -186,7 +236,7 @@ def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             break
         except sqlite3.OperationalError as e:
-            if _is_busy(e) and time.monotonic() < deadline:
+            if is_database_busy(e) and time.monotonic() < deadline:
                 time.sleep(0.01 + random.random() * 0.04)
                 continue
             raise StoreError(f"{path}: cannot open the database: {e}") from e
@@ -214,6 +264,10 @@ def _restrict_sidecars(path: Path) -> None:
             pass  # not there (yet): SQLite will give it the database file's mode
 
 
-def _is_busy(error: sqlite3.OperationalError) -> bool:
+def is_database_busy(error: BaseException) -> bool:
+    """Whether an error means runs.db is locked by another writer (SQLite's own error, or the
+    store's StoreError that says DATABASE_LOCKED): the one test every waiting caller uses."""
+    if not isinstance(error, (sqlite3.OperationalError, StoreError)):
+        return False
     message = str(error).lower()
     return "locked" in message or "busy" in message

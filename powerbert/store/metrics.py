@@ -17,8 +17,8 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 
+from powerbert.errors import StoreError
 from powerbert.store.base import StoreBase
-from powerbert.store.errors import StoreError
 from powerbert.store.models import METRIC_COLUMNS, Metric
 
 # (step, epoch, split, name, value)
@@ -64,6 +64,11 @@ class MetricsMixin(StoreBase):
             return 0
         try:
             with self._write() as db:
+                # executemany, not sqlite-utils' insert_all: insert_all would stay inside this one
+                # transaction (it nests with savepoints), but measured inside the same BEGIN
+                # IMMEDIATE it took 2.5x as long for a worker's 25-row batch (0.49 vs 0.19 ms)
+                # and 1.6x for 20,000 rows: it converts every value in Python, builds a new
+                # multi-row INSERT per 142 rows (999 variables) and opens a savepoint for each.
                 db.executemany(
                     "INSERT INTO metrics (run_id, step, epoch, split, name, value, time)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",

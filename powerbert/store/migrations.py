@@ -1,13 +1,15 @@
-"""The schema of runs.db as numbered, append-only migrations.
+"""The schema of runs.db as named, append-only migrations: a sqlite-utils migration set.
 
 To change the schema, append a function decorated with `@migration` at the END of this file:
-never edit or reorder one that has shipped, since databases out there recorded it as applied.
-Migration N brings the schema to version N (`PRAGMA user_version`); `open_db` applies whatever
-a database lacks, each migration in its own BEGIN IMMEDIATE transaction, and records it in the
-`migrations` table.
+never edit, rename or reorder one that has shipped, since databases out there recorded it as
+applied under its name (sqlite-utils' `_sqlite_migrations` table, set "powerbert"). The schema
+version of a database is how many of these it has applied, in order, and is mirrored into
+`PRAGMA user_version`; `open_db` (db.py) applies whatever a database lacks inside one
+BEGIN IMMEDIATE transaction, each migration in its own savepoint.
 
-A migration runs statement by statement through `conn.execute`, never `executescript`, because
-executescript commits the open transaction first and the migration would no longer be atomic.
+A migration runs statement by statement through `db.execute`, never `sqlite3`'s
+`executescript`, because that commits the open transaction first and the migration would no
+longer be atomic.
 
 Status columns carry no CHECK constraint on purpose: SQLite cannot alter a CHECK without
 rebuilding the table, and new run kinds or statuses should cost one line of Python, not a
@@ -16,36 +18,42 @@ table copy. The store validates statuses instead (models.RunStatus / ExperimentS
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+# A migration function: it gets the sqlite-utils Database wrapping the connection open_db holds,
+# inside the write transaction.
+Migration = Callable[[Database], None]
+
+# The set's name is part of every record in _sqlite_migrations: never change it.
+MIGRATION_SET = "powerbert"
+MIGRATIONS = Migrations(MIGRATION_SET)
+
+# `@migration` registers a function as the next migration, recorded under the function's name.
+migration = MIGRATIONS()
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int  # the schema version this migration produces; 1, 2, 3, ... in order
-    name: str  # the function's name, recorded in the migrations table
-    apply: Callable[[sqlite3.Connection], None]
+def migration_names(migrations: Migrations) -> list[str]:
+    """The names `migrations` holds, oldest first; how many is the schema version it builds.
+
+    sqlite-utils only lists a set's migrations against a database (`pending`, `applied`), and
+    open_db needs the count before it touches one (to refuse a newer database, and to map an
+    older database's `user_version` onto names), so this reads the set's own list.
+    """
+    return [m.name for m in migrations._migrations]
 
 
-MIGRATIONS: list[Migration] = []
-
-
-def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
-    """Register `fn` as the next migration."""
-    MIGRATIONS.append(Migration(len(MIGRATIONS) + 1, fn.__name__, fn))
-    return fn
-
-
-def run_statements(conn: sqlite3.Connection, *statements: str) -> None:
+def run_statements(db: Database, *statements: str) -> None:
     for statement in statements:
-        conn.execute(statement)
+        db.execute(statement)
 
 
 @migration
-def m001_initial(conn: sqlite3.Connection) -> None:
+def m001_initial(db: Database) -> None:
     run_statements(
-        conn,
+        db,
         """
         CREATE TABLE experiments (
             id INTEGER PRIMARY KEY,

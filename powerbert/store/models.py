@@ -7,6 +7,7 @@ Field names equal column names, so `Store.update_run(run_id, epoch=3)` names the
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field, fields
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from powerbert.store.errors import StoreError
+from powerbert.errors import StoreError
 
 
 class RunStatus(str, Enum):
@@ -231,3 +232,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     return value
+
+
+def run_label(subset: str, kind: str) -> str:
+    """How a run is named in tables: its subset, or 'naive: sst+para+sts' for a baseline."""
+    return subset if kind == "powerset" else f"{kind}: {subset}"
+
+
+def run_folder(experiment_dir: str, subset: str, kind: str) -> str:
+    """Where a run keeps its checkpoints and log: <experiment>/<subset>, or <experiment>/<kind>-<subset>
+    for a baseline (`frozen-sst+para+sts`), so every run of an experiment is one folder deep."""
+    return os.path.join(experiment_dir, subset if kind == "powerset" else f"{kind}-{subset}")

@@ -5,74 +5,60 @@ the same pid to an unrelated process. So runs.db stores the pair (pid, pid_start
 
     pid_start_time = the process's start time in SECONDS SINCE THE UNIX EPOCH (a float),
 
-computed on Linux from /proc/<pid>/stat's start ticks / CLK_TCK plus the boot time in /proc/stat
-(the same formula as psutil's `Process.create_time()`). The boot time the kernel reports can
-move by a second between reads (NTP adjusts the wall clock, not the uptime), so two readings of
-the same process agree only to about a second: compare with `is_same_process`, never with `==`.
-Both halves are only meaningful on the host that recorded them (runs.host).
+as psutil's `Process.create_time()` gives it. On Linux that is the start ticks of
+/proc/<pid>/stat / CLK_TCK plus the boot time in /proc/stat: the very formula PowerBERT used when
+it read /proc itself, so start times stored by those versions compare as before. The boot time
+the kernel reports can move by a second between reads (NTP adjusts the wall clock, not the
+uptime), so two readings of the same process agree only to about a second: compare with
+`is_same_process`, never with `==`. Both halves are only meaningful on the host that recorded
+them (runs.host).
 """
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
+import psutil
 
 START_TIME_TOLERANCE_S = 2.0  # boot time jitter (1 s) plus the 10 ms tick, with room to spare
 
-
-@lru_cache(maxsize=1)
-def _boot_time() -> float | None:
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return None
+# A zombie has exited and only waits for its parent to read its status (a worker whose
+# supervisor died, under an init that does not reap): nothing runs, nothing to signal.
+_ENDED = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
 def process_start_time(pid: int) -> float | None:
-    """Seconds since the epoch at which process `pid` started; None if it does not exist here
-    (or is a zombie), or this system has no /proc (then only `os.kill(pid, 0)` can say
-    anything)."""
-    boot = _boot_time()
-    if boot is None:
-        return None
+    """Seconds since the epoch at which process `pid` started; None if it does not exist here,
+    is a zombie, or its start time cannot be read (another user's process on some systems)."""
+    if pid <= 0:
+        return None  # psutil refuses negative pids, and pid 0 is the kernel's, never a run's
     try:
-        with open(f"/proc/{int(pid)}/stat", encoding="utf-8", errors="replace") as f:
-            stat = f.read()
-    except OSError:
+        process = psutil.Process(int(pid))
+        with process.oneshot():  # one read of /proc/<pid>/stat for both
+            if process.status() in _ENDED:
+                return None
+            return process.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess is a NoSuchProcess
         return None
-    # The command name (field 2) is in parentheses and may itself hold spaces or ')': split
-    # after the last ')'. What follows starts at field 3, so starttime (field 22) is index 19.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        # A zombie has exited and only waits for its parent to read its status (a worker whose
-        # supervisor died, under an init that does not reap): nothing runs, nothing to signal.
-        return None
-    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def is_same_process(pid: int | None, start_time: float | None) -> bool:
     """Whether the process recorded as (pid, start_time) on this host is still running.
 
-    False for a dead pid and for a pid the kernel has reused for another process. Without
-    /proc (or without a recorded start time) this falls back to whether the pid exists.
+    False for a dead pid, a zombie, and a pid the kernel has reused for another process. Where
+    the start time cannot be read (psutil is denied it: another user's process on some systems)
+    or none was recorded, the pid's existence decides.
     """
     if pid is None or pid <= 0:
         return False
-    current = process_start_time(pid)
-    if current is None:
-        if _boot_time() is not None:
-            return False  # /proc works and has no such pid
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True  # exists, owned by someone else
-        return True
-    if start_time is None:
-        return True
+    try:
+        process = psutil.Process(int(pid))
+        with process.oneshot():
+            if process.status() in _ENDED:
+                return False
+            if start_time is None:
+                return True
+            current = process.create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # it exists (psutil.Process found it); who it is cannot be told
     return abs(current - start_time) <= START_TIME_TOLERANCE_S

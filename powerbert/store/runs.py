@@ -1,26 +1,26 @@
 """Store methods for runs: one row per trained model, its status, process and progress.
 
-The life of a run: queued -> running (claim_next_queued, then mark_run_started in the worker)
--> heartbeats while it trains -> finished / failed / stopped (finish_run), or lost when the
+The life of a run: queued -> running (claim_next_queued, then mark_run_started in the worker,
+which honours a stop that came in between) -> heartbeats while it trains -> finished / failed / stopped (finish_run), or lost when the
 supervisor finds its process gone. Resuming sets it back to queued with update_run.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from powerbert.errors import StoreError
 from powerbert.store.base import StoreBase
-from powerbert.store.errors import StoreError
 from powerbert.store.models import (
     RUN_COLUMNS,
     Experiment,
     Run,
     RunStatus,
     encode_run_field,
+    run_folder,
     run_from_row,
     run_status,
 )
@@ -62,11 +62,7 @@ class RunsMixin(StoreBase):
         ids = []
         for subset in subsets:
             name = _canonical_subset(subset, experiment.tasks)
-            # Default folder for checkpoints: runs/<exp>/<subset>, baselines under their kind.
-            out_dir = None
-            if experiment.out_dir:
-                parts = (name,) if kind == "powerset" else (kind, name)
-                out_dir = os.path.join(experiment.out_dir, *parts)
+            out_dir = run_folder(experiment.out_dir, name, kind) if experiment.out_dir else None
             try:
                 cur = db.execute(
                     "INSERT INTO runs (experiment_id, subset, kind, status, out_dir, created_at,"
@@ -138,19 +134,31 @@ class RunsMixin(StoreBase):
 
     def mark_run_started(
         self, run_id: int, pid: int, pid_start_time: float | None, host: str, device: str
-    ) -> None:
+    ) -> bool:
         """Record the worker process that now trains the run (pid_start_time: seconds since
-        epoch, see store/process.py); counts one more attempt."""
+        epoch, see store/process.py); counts one more attempt. Returns False, and ends the run
+        as stopped instead, if it was stopped since the supervisor claimed it: a stop that
+        finds no worker pid to signal writes 'stopped' into the status, and only this check,
+        in the same transaction as the start, keeps the worker from setting it back to running."""
         now = time.time()
         with self._write() as db:
             cur = db.execute(
                 "UPDATE runs SET status = ?, pid = ?, pid_start_time = ?, host = ?, device = ?,"
                 " started_at = ?, heartbeat_at = ?, updated_at = ?, ended_at = NULL,"
-                " exit_code = NULL, error = NULL, attempt = attempt + 1 WHERE id = ?",
-                (RunStatus.RUNNING.value, pid, pid_start_time, host, device, now, now, now, run_id),
+                " exit_code = NULL, error = NULL, attempt = attempt + 1 WHERE id = ? AND status != ?",
+                (RunStatus.RUNNING.value, pid, pid_start_time, host, device, now, now, now, run_id,
+                 RunStatus.STOPPED.value),
             )
-        if cur.rowcount == 0:
+            if cur.rowcount == 1:
+                return True
+            stopped = db.execute(
+                "UPDATE runs SET ended_at = COALESCE(ended_at, ?), updated_at = ?,"
+                " error = COALESCE(error, ?) WHERE id = ? AND status = ?",
+                (now, now, "stopped before training started", run_id, RunStatus.STOPPED.value),
+            )
+        if stopped.rowcount == 0:
             raise StoreError(f"no run with id {run_id}")
+        return False
 
     def heartbeat(
         self,

@@ -16,9 +16,14 @@ import sys
 import time
 
 import pytest
+from sqlite_utils import Database
 
 from powerbert.store import MIGRATIONS, Store, StoreError, open_db, schema_version
+from powerbert.store.db import DATABASE_LOCKED
+from powerbert.store.migrations import migration_names
 from tests.faults.helpers import cli, cli_env, remount
+
+KNOWN = len(migration_names(MIGRATIONS))  # the schema version this code builds
 
 ROWS = 40  # metric rows per transaction
 
@@ -53,7 +58,7 @@ def check_consistent(path) -> int:
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-        if conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0] == 0:
+        if not Database(conn, recursive_triggers=False).table("runs").exists():
             return 0  # killed before the schema was committed: nothing, which is all-or-nothing too
         torn = conn.execute(f"SELECT step, COUNT(*) FROM metrics GROUP BY step HAVING COUNT(*) != {ROWS}").fetchall()
         assert torn == [], f"torn transactions: {torn}"
@@ -89,7 +94,7 @@ def test_9_a_writer_killed_anywhere_leaves_a_sound_database(tmp_path):
     assert kills_while_writing >= 5 and batches[-1] > 20, batches
     assert batches == sorted(batches)  # nothing committed was ever lost
     conn = open_db(path)  # and the product opens it as it is
-    assert schema_version(conn) == len(MIGRATIONS)
+    assert schema_version(conn) == KNOWN
     conn.close()
 
 
@@ -98,10 +103,10 @@ def test_8_the_command_refuses_a_newer_database_naming_both_versions(tmp_path):
     path = tmp_path / "runs.db"
     with Store(path) as store:
         store.create_experiment("kept", ("sst",), {}, None, [("sst",)])
-        store.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
+        store.conn.execute(f"PRAGMA user_version = {KNOWN + 5}")
     out = cli("list", env=cli_env(path))
     assert out.returncode == 1
-    assert f"schema version {len(MIGRATIONS) + 5} is newer than this PowerBERT understands ({len(MIGRATIONS)})" in out.stderr
+    assert f"schema version {KNOWN + 5} is newer than this PowerBERT understands ({KNOWN})" in out.stderr
     assert "Traceback" not in out.stderr and str(path) in out.stderr
     conn = sqlite3.connect(path)  # untouched
     assert conn.execute("SELECT name FROM experiments").fetchall() == [("kept",)]
@@ -135,8 +140,8 @@ def test_6_a_write_lock_held_past_the_busy_timeout_pauses_training_and_loses_not
     """Someone holds runs.db's write lock for longer than the 10 s busy timeout (a `sqlite3`
     shell left inside BEGIN IMMEDIATE, a backup): the worker and the supervisor wait, then go
     on; the run is never failed or lost, and its curve has every step once."""
-    from powerbert import experiments
-    from powerbert.liveness import reconcile
+    from powerbert.runner import experiments
+    from powerbert.runner.liveness import reconcile
     from powerbert.store import BUSY_TIMEOUT_S, RunStatus
     from tests.faults.helpers import alive, tiny_config, wait_until
 
@@ -162,5 +167,7 @@ def test_6_a_write_lock_held_past_the_busy_timeout_pauses_training_and_loses_not
     done = store.get_run(run.id)
     assert done.status == RunStatus.FINISHED and done.attempt == 1, done.error
     assert [m.step for m in store.metrics(run.id, names=["loss"])] == list(range(1, done.total_steps + 1))
-    assert "runs.db is busy, waiting" in (tmp_path / "runs" / "busy" / "sst" / "worker.log").read_text()
+    log = (tmp_path / "runs" / "busy" / "sst" / "worker.log").read_text()
+    waits = [line for line in log.splitlines() if line.startswith("runs.db is busy, waiting: ")]
+    assert any(DATABASE_LOCKED in line for line in waits), log  # it waited on the store's busy error
     store.close()

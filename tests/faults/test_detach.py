@@ -17,10 +17,9 @@ import termios
 import threading
 
 import pytest
-
 from typer.testing import CliRunner
 
-from powerbert.cli import app
+from powerbert.cli.app import app
 from powerbert.store import ExperimentStatus, RunStatus, Store
 from tests.faults.helpers import CLI, alive, cli_env, wait_until
 

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from powerbert import checkpoint as ckpt
-from powerbert import experiments
-from powerbert.predict import load_experiment_models, predict_texts
+from powerbert.inference.loading import load_experiment_models
+from powerbert.inference.predict import predict_texts
+from powerbert.model import checkpoint as ckpt
+from powerbert.runner import experiments
 from powerbert.store import RunStatus, Store
-from powerbert.train import TrainCallbacks, train_subset
+from powerbert.training.callbacks import TrainCallbacks
+from powerbert.training.loop import train_subset
 from tests.faults.helpers import ROOT, cli, cli_env, clone_experiment, remount, tiny_config, wait_until
 
 
@@ -68,7 +70,7 @@ def test_10_a_full_disk_injected_where_mounting_is_not_allowed(tmp_path, monkeyp
     import errno
     import signal
 
-    from powerbert import worker
+    from powerbert.runner import worker
 
     def full_disk(tensors, filename, metadata=None):
         with open(filename, "wb") as f:
@@ -114,9 +116,9 @@ def test_10_a_read_only_output_folder_is_refused_before_anything_starts(tmp_path
 
 CRASH_BEFORE_RENAME = """
 import os, signal, sys
-from powerbert import checkpoint
+from powerbert.model import checkpoint
 from powerbert.config import TrainConfig
-from powerbert.train import train_subset
+from powerbert.training.loop import train_subset
 real_replace, saves = os.replace, []
 def replace(src, dst):
     if str(dst).endswith("last.safetensors"):
@@ -209,7 +211,8 @@ def test_13_nothing_in_the_product_unpickles_or_runs_a_shell():
 def test_13_a_pickled_model_file_is_refused_in_one_line(tmp_path, tiny_model_dir):
     """--model FOLDER whose weights are a crafted pytorch_model.bin (no safetensors): refused by
     torch.load(weights_only=True) inside transformers, reported as a one-line ModelError."""
-    from powerbert.model import ModelError, load_encoder
+    from powerbert.errors import ModelError
+    from powerbert.model.multitask import load_encoder
 
     folder, marker = tmp_path / "model", tmp_path / "pwned-by-model"
     shutil.copytree(tiny_model_dir, folder)
@@ -293,8 +296,8 @@ def test_10_an_output_folder_gone_read_only_fails_its_runs_naming_it(tmp_path, t
     one line (leaving it queued, not 'running' with no supervisor), and a supervisor that finds
     a run folder it cannot write fails that run naming it and goes on."""
     from powerbert.errors import ExperimentError
+    from powerbert.runner.supervisor import Supervisor
     from powerbert.store import ExperimentStatus
-    from powerbert.supervisor import Supervisor
 
     out = tmpfs(tmp_path / "out", "1m")
     db = tmp_path / "runs.db"

@@ -34,10 +34,10 @@ def test_16_names_and_paths_reach_the_worker_verbatim_without_a_shell(hostile_ex
         assert set(workers) <= set(exp.cmdlines), "a worker was never seen running"
         for pid, run in workers.items():
             assert exp.cmdlines[pid] == [
-                sys.executable, "-m", "powerbert.worker", "--db", str(exp.db), "--run", str(run.id), "--device-label", "cpu",
+                sys.executable, "-m", "powerbert.runner.worker", "--db", str(exp.db), "--run", str(run.id), "--device-label", "cpu",
             ]
-        supervisors = [argv for argv in exp.cmdlines.values() if "powerbert.supervisor" in argv]
-        assert supervisors == [[sys.executable, "-m", "powerbert.supervisor", "--db", str(exp.db), "--experiment", str(experiment.id)]]
+        supervisors = [argv for argv in exp.cmdlines.values() if "powerbert.runner.supervisor" in argv]
+        assert supervisors == [[sys.executable, "-m", "powerbert.runner.supervisor", "--db", str(exp.db), "--experiment", str(experiment.id)]]
     finally:
         store.close()
     # No payload ran: no marker anywhere under the test folders, the fake home is intact.

@@ -108,7 +108,7 @@ def test_15_the_playground_answers_or_explains_every_kind_of_input(hostile_exper
                 if expect == "type a sentence":
                     assert expect in shown(status), repr(text)
                     continue
-                await wait_for(pilot, lambda: screen.answered > answered, 60, f"an answer to {text[:20]!r}")
+                await wait_for(pilot, lambda: screen.answered > answered, 60, f"an answer to {text[:20]!r}")  # noqa: B023 - awaited here
                 assert expect in shown(output) + shown(status), (repr(text[:40]), shown(output))
             assert screen.is_attached and app.is_running
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from powerbert import checkpoint as ckpt
-from powerbert import experiments
+from powerbert.model import checkpoint as ckpt
+from powerbert.runner import experiments
 from powerbert.store import ExperimentStatus, RunStatus, Store
 from tests.faults.helpers import tiny_config, wait_until
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from powerbert import checkpoint as ckpt
-from powerbert import experiments
-from powerbert.liveness import run_is_alive
+from powerbert.model import checkpoint as ckpt
+from powerbert.runner import experiments
+from powerbert.runner.liveness import run_is_alive
 from powerbert.store import RunStatus, Store, process_start_time
 from tests.faults.helpers import alive, cli, cli_env, session_members, tiny_config, wait_until
 
@@ -38,15 +38,15 @@ STUBBORN = (
 WORKER_WITH_CHILD = (
     "import runpy, subprocess, sys\n"
     "subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
-    "sys.argv = ['powerbert.worker', '--db', sys.argv[1], '--run', sys.argv[2]]\n"
-    "runpy.run_module('powerbert.worker', run_name='__main__', alter_sys=True)\n"
+    "sys.argv = ['powerbert.runner.worker', '--db', sys.argv[1], '--run', sys.argv[2]]\n"
+    "runpy.run_module('powerbert.runner.worker', run_name='__main__', alter_sys=True)\n"
 )
 
 # The real worker whose training loop hangs at step 3 (the main thread sleeps inside on_step, as
 # a deadlock would hold it) while its heartbeat thread lives on.
 HUNG_WORKER = (
     "import runpy, sys, time\n"
-    "from powerbert import worker\n"
+    "from powerbert.runner import worker\n"
     "step = worker.StoreCallbacks.on_step\n"
     "def hang_at_3(self, n, *rest):\n"
     "    step(self, n, *rest)\n"
@@ -60,7 +60,7 @@ HUNG_WORKER = (
 # 0.5 s slower): progress, not a hang.
 SLOW_EVAL_WORKER = (
     "import sys, time\n"
-    "from powerbert import train, worker\n"
+    "from powerbert.runner import worker\nfrom powerbert.training import loop as train\n"
     "evaluate = train.evaluate\n"
     "def slow(*args, on_batch=None, **kw):\n"
     "    def each(*a):\n"

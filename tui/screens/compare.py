@@ -81,7 +81,7 @@ class CompareScreen(PollingScreen):
         return CompareRequest(self.subset, dict(self.shown), dict(self.after))
 
     def fetch(self, db: Database, request: CompareRequest) -> CompareData:
-        from powerbert.results import experiment_report
+        from powerbert.results.evaluate import experiment_report
         from tui.screens.results import results_signature
         from tui.widgets.report_view import compact_table
 

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Static
 
+from powerbert.errors import first_line
 from powerbert.store import Experiment, Run, RunStatus, Store, StoreError
 from tui.fetch import Curves, ExperimentSnapshot, RunFollow, experiment_snapshot
 from tui.gpu import GpuStat, gpu_line
@@ -108,8 +109,8 @@ class ExperimentScreen(PollingScreen):
         return RunFollow(self.follow.run_id, self.follow.after_id, self.follow.log_offset), want_gpu, now
 
     def fetch(self, db: Database, request: tuple[RunFollow, bool, float]) -> ExperimentView:
-        from powerbert.experiments import supervisor_alive
-        from powerbert.results import run_label
+        from powerbert.runner.experiments import supervisor_alive
+        from powerbert.store import run_label
         from tui.rows import experiment_line, run_cells, run_detail
 
         follow, want_gpu, now = request
@@ -192,8 +193,8 @@ class ExperimentScreen(PollingScreen):
     @work(thread=True, group="actions", exit_on_error=False)
     def _act(self, what: str, run_id: int | None) -> None:
         """Stop / resume / delete in a thread: the same library calls as the CLI."""
-        from powerbert import experiments
-        from powerbert.results import run_label
+        from powerbert.runner import experiments
+        from powerbert.store import run_label
 
         db = self.app.db
         try:
@@ -217,7 +218,7 @@ class ExperimentScreen(PollingScreen):
                 text = f"deleted run {name} (its files stay in {run.out_dir})"
             self.post_message(ActionDone(text))
         except Exception as exc:  # refused: say why, in one line
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = first_line(exc)
             self.post_message(ActionDone(text, ok=False))
 
     def on_action_done(self, message: ActionDone) -> None:

@@ -52,7 +52,7 @@ class ExperimentsScreen(PollingScreen):
         return set(self.marked)
 
     def fetch(self, db: Database, marked: set[int]) -> ExperimentRows:
-        from tui.fetch import experiment_summaries
+        from powerbert.views import experiment_summaries
         from tui.rows import experiment_cells
 
         summaries = experiment_summaries(db.store())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
@@ -19,6 +18,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
+from powerbert.config import absolute_model, absolute_path, parse_gpus
+from powerbert.errors import first_line
 from powerbert.tasks import TASKS
 from tui.messages import FormChecked
 
@@ -32,32 +33,6 @@ class FormValues:
     overrides: dict
     gpus: list[int] | None
     parallel: int
-
-
-def parse_gpus(text: str) -> list[int] | None:
-    """'' = every GPU found; 'cpu' = none; '0,1' = those."""
-    text = text.strip().lower()
-    if not text:
-        return None
-    if text in ("cpu", "none"):
-        return []
-    try:
-        return [int(g) for g in text.split(",") if g.strip()]
-    except ValueError:
-        raise ValueError(f"GPUs '{text}': expected indices like 0,1, or cpu") from None
-
-
-def _path(text: str) -> str | None:
-    text = text.strip()
-    return str(Path(text).expanduser().resolve()) if text else None
-
-
-def _model(text: str) -> str | None:
-    text = text.strip()
-    if not text:
-        return None
-    local = Path(text).expanduser()
-    return str(local.resolve()) if local.exists() else text  # else a Hugging Face id
 
 
 def _int(text: str, what: str, minimum: int) -> int | None:
@@ -123,11 +98,12 @@ class NewExperimentScreen(Screen):
             raise ValueError("choose at least one task")
         from powerbert.profiles import default_profile
 
-        data_dir = _path(self._text("data-dir"))
+        data_dir = self._text("data-dir").strip()
+        data_dir = absolute_path(data_dir) if data_dir else None
         profile = self.query_one("#profile", Select).value
         profile = default_profile(data_dir) if profile == AUTO else str(profile)
         overrides = {
-            "tasks": tasks, "data_dir": data_dir, "model": _model(self._text("model")),
+            "tasks": tasks, "data_dir": data_dir, "model": absolute_model(self._text("model").strip() or None),
             "epochs": _int(self._text("epochs"), "epochs", 1),
             "max_train": _int(self._text("max-train"), "max training rows", 0),
         }
@@ -155,12 +131,13 @@ class NewExperimentScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="form")
     def _check_and_start(self, values: FormValues) -> None:
-        from powerbert import experiments
         from powerbert.profiles import resolve_config
+        from powerbert.runner import experiments
+        from powerbert.runner.checks import check_settings
 
         try:
             config = resolve_config(values.profile, values.overrides)
-            experiments.validate(config)
+            check_settings(config, gpus=values.gpus)
             db = self.app.db
             store = db.store(create=True)
             out_root = os.environ.get("POWERBERT_OUT") or db.path.parent / "runs"
@@ -171,7 +148,7 @@ class NewExperimentScreen(Screen):
             experiments.launch(db.path, store, experiment)
             self.post_message(FormChecked(experiment.id))
         except Exception as exc:  # shown under the form, one line
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = first_line(exc)
             self.post_message(FormChecked(None, text))
 
     def on_form_checked(self, message: FormChecked) -> None:

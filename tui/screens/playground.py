@@ -18,17 +18,9 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, LoadingIndicator, Static
 
-from powerbert.tasks import TASKS
+from powerbert.errors import first_line
+from powerbert.tasks import tasks_for_input
 from tui.messages import ModelsLoaded, PredictionReady
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def fitting_tasks(tasks: tuple[str, ...], pair: bool) -> list[str]:
-    return [t for t in tasks if TASKS[t].is_pair == pair]
 
 
 class PlaygroundScreen(Screen):
@@ -41,7 +33,7 @@ class PlaygroundScreen(Screen):
     def __init__(self, experiment_id: int) -> None:
         super().__init__(id="playground")
         self.experiment_id = experiment_id
-        self.loaded = None  # powerbert.predict.LoadedExperiment once loaded
+        self.loaded = None  # powerbert.inference.predict.LoadedExperiment once loaded
         self.request = 0  # submissions so far; an answer for an older one is dropped
         self.pending: tuple[str, str] | None = None  # submitted while the models load
         self.answered = 0  # submissions answered (tests wait on this)
@@ -70,7 +62,7 @@ class PlaygroundScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="models")
     def _load(self) -> None:
         try:
-            from powerbert.predict import load_experiment_models
+            from powerbert.inference.loading import load_experiment_models
 
             store = self.app.db.store()
             loaded = load_experiment_models(store, store.get_experiment(self.experiment_id), device="cpu")
@@ -122,7 +114,7 @@ class PlaygroundScreen(Screen):
             return
         self.pending = None
         pair = bool(second.strip())
-        if not fitting_tasks(self.loaded.tasks, pair):
+        if not tasks_for_input(self.loaded.tasks, pair):
             kind = "sentence pairs (para, sts)" if pair else "single sentences (sst, cfimdb)"
             hint = "clear the second box" if pair else "add a second sentence"
             self.say(f"this experiment has no task for {kind}: {hint}", error=True)
@@ -133,13 +125,14 @@ class PlaygroundScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="predict")
     def _predict(self, request: int, first: str, second: str | None) -> None:
-        from powerbert.predict import PredictionCache, predict_texts
+        from powerbert.inference.encoding import PredictionCache
+        from powerbert.inference.predict import predict_texts
 
         loaded = self.loaded
         texts = [(first, second)] if second is not None else [first]
         cache = PredictionCache()  # para and sts share the pair's embeddings
         results, notes = [], []
-        for task in fitting_tasks(loaded.tasks, second is not None):
+        for task in tasks_for_input(loaded.tasks, second is not None):
             if not loaded.members(task):
                 notes.append(f"{task}: no model trained on it could be loaded")
                 continue

@@ -34,10 +34,10 @@ class ResultsScreen(PollingScreen):
         self.experiment_id = experiment_id
         self.scheme = "weighted"
         self._shown: tuple | None = None  # (signature, scheme) of the report on screen
-        self.report = None  # powerbert.report.ReportData on screen
+        self.report = None  # powerbert.results.report.ReportData on screen
 
     def compose(self) -> ComposeResult:
-        from powerbert.ensemble import SCHEMES  # scipy: already imported by the app's warm-up
+        from powerbert.results.ensemble import SCHEMES  # scipy: already imported by the app's warm-up
 
         yield Header()
         with Horizontal(id="results-bar"):
@@ -52,8 +52,8 @@ class ResultsScreen(PollingScreen):
         return self.scheme, self._shown
 
     def fetch(self, db: Database, request):
-        from powerbert.report import render_charts, render_table
-        from powerbert.results import experiment_report
+        from powerbert.results.evaluate import experiment_report
+        from powerbert.results.report import render_charts, render_table
 
         scheme, shown = request
         store = db.store()

@@ -12,10 +12,6 @@ from rich.text import Text
 
 from powerbert.tasks import TASKS
 
-CLASS_NAMES = {
-    "sst": ("very negative", "negative", "neutral", "positive", "very positive"),
-    "cfimdb": ("negative", "positive"),
-}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -40,17 +36,16 @@ def output_cells(task: str, outputs: np.ndarray) -> tuple[Text, Text, Text, Text
         probs = np.exp(value - value.max())
         probs /= probs.sum()
         k = int(probs.argmax())
-        names = CLASS_NAMES.get(task, tuple(str(i) for i in range(len(probs))))
-        return Text(f"{k} {names[k]}"), Text(f"{probs[k]:.2f}"), bar(probs[k]), spark(probs)
+        return Text(f"{k} {spec.label_name(k)}"), Text(f"{probs[k]:.2f}"), bar(probs[k]), spark(probs)
     if spec.kind == "binary":
         p = float(1 / (1 + np.exp(-value)))
-        return Text("paraphrase" if p > 0.5 else "different"), Text(f"{p:.2f}"), bar(p), Text("")
+        return Text(spec.label_name(int(p > 0.5))), Text(f"{p:.2f}"), bar(p), Text("")
     score = float(np.clip(value, spec.label_min, spec.label_max))
     return Text(f"{score:.2f} / {spec.label_max:g}"), Text(""), bar(score / spec.label_max), Text("")
 
 
 def prediction_view(prediction) -> Group:
-    """A TaskPrediction (powerbert.predict) as a titled table plus its notices."""
+    """A TaskPrediction (powerbert.inference.predict) as a titled table plus its notices."""
     task = prediction.task
     table = Table(title=f"{task} · {TASKS[task].title}", title_justify="left", title_style="bold",
                   box=box.SIMPLE_HEAD, pad_edge=False)
@@ -68,7 +63,7 @@ def prediction_view(prediction) -> Group:
         table.add_row(Text(scheme, style="italic bold"), *output_cells(task, outputs))
     notes = [Text(line, style="yellow") for line in prediction.notices]
     if kind == "classify":
-        names = CLASS_NAMES.get(task)
+        names = TASKS[task].label_names
         span = f"{names[0]} → {names[-1]}" if names else "0 → last"
         notes.insert(0, Text(f"classes: the probability of each class, {span}; p: of the answer", style="dim"))
     if prediction.missing:

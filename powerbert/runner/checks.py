@@ -1,0 +1,69 @@
+"""Everything about a run's settings that can be checked before anything starts.
+
+`check_settings` is the one check that `powerbert run`, `powerbert train`, the dashboard's
+new-experiment form and the supervisor (before it starts a worker) all call: each setting's
+type, choice and range (powerbert.config.check_config), every task's files and headers, the
+model (found, with a tokenizer, long enough for max_length), and the GPUs asked for against the
+ones torch can use here. A problem raises a UserError naming the setting, file or device;
+what passes returns the notes worth showing (rows --skip-bad-rows will skip).
+"""
+
+from __future__ import annotations
+
+from powerbert.config import TrainConfig, check_config
+from powerbert.errors import ConfigError
+
+
+def check_settings(config: TrainConfig, *, gpus: list[int] | None = None) -> list[str]:
+    """Check `config` (and the `gpus` an experiment asks for) as a whole; notes to show."""
+    from powerbert.data.files import check_data_dir, load_split, skipped_summary
+
+    check_config(config)
+    check_data_dir(config.data_dir, config.tasks)
+    notes = []
+    for task in config.tasks:
+        for split in ("train", "dev"):
+            note = skipped_summary(load_split(task, config.data_dir, split, skip_bad_rows=config.skip_bad_rows))
+            if note:
+                notes.append(note)
+    check_model(config)
+    check_devices(config.device, gpus)
+    return notes
+
+
+def check_model(config: TrainConfig) -> None:
+    """The model loads its tokenizer and configuration, and takes inputs of max_length tokens."""
+    from powerbert.model.multitask import load_model_config, load_tokenizer, resolve_model_name
+
+    load_tokenizer(config.model)
+    limit = getattr(load_model_config(config.model), "max_position_embeddings", None)
+    if limit is not None and config.max_length > limit:
+        raise ConfigError(f"max_length = {config.max_length}: expected at most {limit}, the longest input {resolve_model_name(config.model)} takes")
+
+
+def usable_gpus() -> tuple[int, str]:
+    """How many CUDA GPUs torch can use here, and why none when it is 0 (in words)."""
+    import torch
+
+    if torch.version.cuda is None:
+        return 0, f"this torch ({torch.__version__}) is a CPU build"
+    if not torch.cuda.is_available():
+        return 0, "torch finds no CUDA GPU here"
+    return torch.cuda.device_count(), ""
+
+
+def check_devices(device: str, gpus: list[int] | None) -> None:
+    """GPUs asked for (`--gpus`, a cuda device) must be ones torch can use; a CPU build of torch
+    on a GPU box is refused rather than run silently on the CPU."""
+    wanted = sorted(set(gpus or []))
+    if device.startswith("cuda"):
+        wanted.append(int(device.partition(":")[2] or 0))
+    if not wanted:
+        return
+    count, why = usable_gpus()
+    what = f"--gpus {','.join(map(str, gpus))}" if gpus else f"device = {device}"
+    if count == 0:
+        raise ConfigError(f"{what}: {why}: use --gpus cpu (or install a CUDA build of torch)")
+    beyond = [g for g in wanted if g >= count or g < 0]
+    if beyond:
+        raise ConfigError(f"{what}: expected GPU indices 0..{count - 1} (torch sees {count} GPU{'s' if count != 1 else ''})")

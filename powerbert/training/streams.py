@@ -1,0 +1,55 @@
+"""Task streams: each task's training batches as a pure function of (seed, task, pass, step).
+
+Because a stream's position is the global step, resuming from step k sees exactly the batches
+an uninterrupted run would have seen, whatever the epoch size rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from powerbert.config import TrainConfig
+from powerbert.data.batching import EncodedTask, bucketed_batches
+from powerbert.data.files import TaskData, load_split, skipped_summary
+from powerbert.tasks import TASKS
+
+
+class TaskStream:
+    """An endless, reproducible sequence of bucketed batches over one task's rows."""
+
+    def __init__(self, encoded: EncodedTask, batch_size: int, seed: int, max_rows: int | None):
+        self.encoded = encoded
+        self.batch_size = batch_size
+        self.seed = seed
+        self.task_index = list(TASKS).index(encoded.task)
+        self.lengths = encoded.lengths()
+        self.rows_per_pass = min(len(encoded), max_rows) if max_rows else len(encoded)
+        self.batches_per_pass = math.ceil(self.rows_per_pass / batch_size)
+        self._pass_index: int | None = None
+        self._pass_batches: list[np.ndarray] = []
+
+    def batch(self, k: int):
+        """The k-th batch of the stream (0-based), collated."""
+        pass_index, within = divmod(k, self.batches_per_pass)
+        if pass_index != self._pass_index:
+            rng = np.random.default_rng([self.seed, self.task_index, pass_index])
+            rows = None
+            if self.rows_per_pass < len(self.encoded):
+                rows = rng.choice(len(self.encoded), self.rows_per_pass, replace=False)
+            self._pass_batches = bucketed_batches(self.lengths, self.batch_size, rng, rows)
+            self._pass_index = pass_index
+        return self.encoded.collate(self._pass_batches[within])
+
+
+def load_training_data(config: TrainConfig, split: str, on_message: Callable[[str], None]) -> dict[str, TaskData]:
+    loaded = {}
+    for name in config.tasks:
+        data = load_split(name, config.data_dir, split, skip_bad_rows=config.skip_bad_rows)
+        note = skipped_summary(data)
+        if note:
+            on_message(note)
+        loaded[name] = data
+    return loaded
