@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from powerbert.store import Experiment, Run, RunStatus, Store, run_label
 from powerbert.tasks import overall_score
@@ -28,14 +29,67 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def eta_seconds(run: Run, now: float | None = None) -> float | None:
-    """Remaining time from this attempt's pace; None until there is a pace to go by."""
+def eta_seconds(run: Run, now: float | None = None, start_step: int | None = None) -> float | None:
+    """Remaining time from this attempt's pace: the steps trained since it started over the time
+    since; None until there is a pace to go by.
+
+    `start_step` is the step this attempt started from (`attempt_start_step`). started_at is this
+    attempt's start, so after a resume counting from step 0 would credit this attempt with the
+    earlier attempts' steps (32/50 a minute after resuming at 30 read as 0:12 left, not 9:00).
+    Without it a first attempt counts from 0 and a resumed one has no pace yet (None)."""
     if run.status != RunStatus.RUNNING or not run.total_steps or not run.step or run.started_at is None:
         return None
+    if start_step is None:
+        if run.attempt > 1:
+            return None
+        start_step = 0
+    done = run.step - start_step
+    if done <= 0:
+        return None
     now = time.time() if now is None else now
-    # started_at is this attempt's start, so after a resume the pace reads optimistic at first.
-    rate = run.step / max(1e-9, now - run.started_at)
-    return (run.total_steps - run.step) / rate if rate > 0 else None
+    rate = done / max(1e-9, now - run.started_at)
+    return max(0, run.total_steps - run.step) / rate
+
+
+def attempt_start_step(store: Store, run: Run) -> int | None:
+    """The step this attempt of a running run started from: 0 for a first attempt; after a
+    resume, the last step whose metric rows were written before this attempt started (a resume
+    drops the rows after its checkpoint's step, so that is the checkpoint's step; an attempt
+    that found no checkpoint dropped them all, so 0). None when it cannot be told.
+
+    A run's metric ids grow with time, so the rows written before this attempt are the first
+    ones by id: their last one is found by bisecting over ids, one indexed read (the first row
+    after an id) per probe, so the cost grows with the log of the row count."""
+    if run.started_at is None:
+        return None
+    if run.attempt <= 1:
+        return 0
+    started = run.started_at
+
+    def first_after(after_id: int):
+        rows = store.metrics(run.id, after_id, ("loss",), limit=1)
+        return rows[0] if rows else None
+
+    def before(row) -> bool:
+        return row is not None and row.time < started
+
+    last = first_after(0)
+    if not before(last):
+        return 0
+    # Gallop to an id past the last earlier row, then bisect between: `last` is always an
+    # earlier row, and no earlier row has an id above `high`.
+    jump = 1
+    while before(row := first_after(last.id + jump - 1)):
+        last, jump = row, jump * 2
+    high = last.id + jump - 1
+    while last.id < high:
+        middle = (last.id + high) // 2
+        row = first_after(middle)
+        if before(row):
+            last = row
+        else:
+            high = middle
+    return int(last.step or 0)
 
 
 def best_overall(store: Store, experiment: Experiment) -> tuple[str, float] | None:
@@ -77,3 +131,20 @@ def experiment_summaries(store: Store) -> list[ExperimentSummary]:
         done = sum(r.status == RunStatus.FINISHED for r in runs)
         summaries.append(ExperimentSummary(experiment, done, len(runs), best))
     return summaries
+
+
+def resume_step(run: Run) -> int | None:
+    """The step a stopped, failed or lost run resumes from: its resume checkpoint's, read from
+    the file's header alone (no torch, no weights); None when it has none (it restarts at 0)."""
+    from powerbert.errors import CheckpointError
+    from powerbert.model.checkpoint import read_metadata
+
+    if run.status not in (RunStatus.STOPPED, RunStatus.FAILED, RunStatus.LOST) or not run.out_dir:
+        return None
+    path = Path(run.out_dir) / "last.safetensors"
+    if not path.exists():
+        return None
+    try:
+        return int(read_metadata(path)["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None

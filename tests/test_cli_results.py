@@ -179,7 +179,7 @@ def test_predict_precision_option(db):
     ok = invoke("predict", "a gorgeous, witty, seductive movie.", "--precision", "bf16", "--device", "cpu", "--db", db)
     assert ok.exit_code == 0, ok.output
     bad = CliRunner().invoke(app, ["predict", "a movie.", "--precision", "fp16", "--device", "cpu", "--db", str(db)])
-    assert bad.exit_code == 1 and "precision 'fp16': expected bf16 or fp32" in bad.output
+    assert bad.exit_code == 2 and "precision 'fp16': expected bf16 or fp32" in bad.output  # a bad setting: usage error
 
 
 def test_predict_with_a_failed_run_names_it(db):

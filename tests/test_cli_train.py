@@ -65,7 +65,7 @@ def test_rows_cut_short_by_a_stray_quote_are_skipped_with_a_report(tiny_model_di
 
 def test_unknown_task_and_missing_model_are_one_line_errors(tmp_path, toy_data_dir):
     result = _train("--tasks", "sst,nope", "--data-dir", str(toy_data_dir))
-    assert result.exit_code == 1 and "unknown task 'nope'" in result.output
+    assert result.exit_code == 2 and "unknown task 'nope'" in result.output  # a bad setting: usage error
     result = _train("--tasks", "sst", "--data-dir", str(toy_data_dir), "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "o"))
     assert result.exit_code == 1 and "no-such-model" in result.output
     assert len([line for line in result.output.splitlines() if line.strip()]) <= 3

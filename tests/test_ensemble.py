@@ -7,7 +7,7 @@ import pytest
 from scipy.optimize import check_grad
 
 from powerbert.outputs import TaskOutputs
-from powerbert.results import ensemble
+from powerbert.results import ensemble, fitting
 from powerbert.results.ensemble import (
     SCHEMES,
     combine,
@@ -164,10 +164,10 @@ def test_learned_loss_gradient_matches_finite_differences(task, shape):
     gold = draw[task]().astype(float)
 
     def loss(theta):
-        return ensemble.loss_and_grad(task, stack, gold, theta)[0]
+        return fitting.loss_and_grad(task, stack, gold, theta)[0]
 
     def grad(theta):
-        return ensemble.loss_and_grad(task, stack, gold, theta)[1]
+        return fitting.loss_and_grad(task, stack, gold, theta)[1]
 
     assert check_grad(loss, grad, rng.normal(size=3)) < 1e-5
 

@@ -78,6 +78,42 @@ async def test_new_experiment_in_the_db_is_added_on_top(db_path):
         assert [table.get_row_at(i)[1].plain.strip() for i in range(3)] == ["gamma", "beta", "alpha"]
 
 
+def _visible_lines(table) -> list[str]:
+    """The table's lines as drawn: what a cut column would lose is not there."""
+    return ["".join(segment.text for segment in table.render_line(y)).rstrip() for y in range(table.row_count + 1)]
+
+
+@run_async
+async def test_experiments_list_fits_80_columns_dropping_the_least_needed_columns(db_path):
+    """A default name ('sst+para+sts-YYYYmmdd-HHMMSS') cut the best column to 'be' at 80
+    columns: now the model column, then tasks, then started, go first, and what shows is whole."""
+    from tui.widgets.tables import ExperimentsTable
+
+    with Store(db_path) as store:
+        gamma = store.create_experiment("sst+para+sts-20231115-011320", ("sst", "para", "sts"), {}, None, [("sst",)])
+        store.update_experiment(gamma.id, created_at=NOW)
+        _, best = best_overall(store, store.get_experiment("alpha"))
+    app = make_app(db_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.screen.query_one(ExperimentsTable).row_count == 3)
+        table = app.screen.query_one(ExperimentsTable)
+        await wait_for(pilot, lambda: "best" in _visible_lines(table)[0], what="the best column")
+        header, *rows = _visible_lines(table)
+        assert header.split() == ["name", "tasks", "status", "runs", "started", "best"]  # model went
+        assert rows[0].split()[:2] == ["sst+para+sts-20231115-011320", "sst,para,sts"]
+        assert rows[2].split()[-1] == f"{best:.4f}"  # whole
+        assert all(len(line) <= 80 for line in (header, *rows))
+
+        await pilot.resize_terminal(60, 24)  # narrower still: tasks and started go too
+        await wait_for(pilot, lambda: "tasks" not in _visible_lines(table)[0], what="a narrower table")
+        header, *rows = _visible_lines(table)
+        assert header.split() == ["name", "status", "runs", "best"]
+        assert rows[0].split()[1:3] == ["queued", "0/1"]
+        await pilot.resize_terminal(120, 24)  # and back: every column, the cursor where it was
+        await wait_for(pilot, lambda: "model" in _visible_lines(table)[0], what="every column")
+        assert table.cursor_key == str(gamma.id)
+
+
 # ---- the experiment view ----------------------------------------------------------------------
 
 
@@ -94,7 +130,10 @@ async def test_experiment_view_shows_runs_and_updates_cells_in_place(db_path):
         assert table.row_count == 7
         running = str(runs["para+sts"].id)
         assert cell(table, running, "status") == "running"
-        assert cell(table, running, "progress") == "1 25/40"
+        # epochs read from 1: step 25 of 40 in 2 epochs is in the second; the store says 1 done
+        assert cell(table, running, "progress") == "2 25/40"
+        assert cell(table, str(runs["sst+para"].id), "progress") == "1 13/40"  # in its first epoch
+        assert cell(table, str(runs["sst"].id), "progress") == "2 40/40"  # finished: its last epoch
         assert cell(table, running, "elapsed") == "53:20"  # NOW - started_at, on the frozen clock
         assert cell(table, running, "eta") == "32:00"  # 15 steps left at 25 steps per 3200 s
         assert cell(table, str(runs["sst+sts"].id), "run") == "! sst+sts"  # lost runs stand out
@@ -104,7 +143,7 @@ async def test_experiment_view_shows_runs_and_updates_cells_in_place(db_path):
         with Store(db_path) as store:
             store.update_run(runs["para+sts"].id, step=31, loss=0.4321, best_scores={"para": 0.61, "sts": 0.4})
         await wait_for(pilot, lambda: cell(table, running, "loss") == "0.432", what="the loss cell")
-        assert cell(table, running, "progress") == "1 31/40"
+        assert cell(table, running, "progress") == "2 31/40"
         assert cell(table, running, "para") == "0.610"
         assert table.row_count == 7 and not cleared
 
@@ -167,6 +206,42 @@ async def test_log_tail_is_read_incrementally(db_path, tmp_path):
         assert screen.follow.log_offset == len("device cuda:0\nstep one\nstep two\n")
 
 
+@pytest.mark.parametrize("width", [80, 120])
+@run_async
+async def test_long_log_lines_wrap_in_the_log_pane(db_path, width):
+    """An eval line kept its first scores only and a traceback lost its path: every line now
+    wraps at the pane's width, and wraps again when the pane changes width."""
+    from tui.widgets.log_tail import LogTail
+
+    with Store(db_path) as store:
+        running = store.find_run("beta/para+sts")
+    log_path = Path(running.out_dir) / "worker.log"
+    log_path.parent.mkdir(parents=True)
+    lines = ["epoch 1 dev: sst 0.4500  para 0.4500  sts 0.4500  overall 0.4500  (best)",
+             'File "/home/someone/projects/powerbert/powerbert/runner/worker.py", line 258, in run_worker',
+             "RuntimeError: CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 79.15 GiB total capacity)"]
+    log_path.write_text("\n".join(lines) + "\n")
+
+    def shown(log) -> str:
+        return "".join(strip.text for strip in log.lines)
+
+    app = make_app(db_path)
+    async with app.run_test(size=(width, 30)) as pilot:
+        screen = await open_experiment(pilot, "beta")
+        screen.query_one("#runs-table").move_to(str(running.id))
+        log = screen.query_one(LogTail)
+        await wait_for(pilot, lambda: len(log.texts) == 3, what="the log lines")
+        for size in ((width, 30), (width + 30, 30)):
+            await pilot.resize_terminal(*size)
+            pane = log.scrollable_content_region.width
+            await wait_for(pilot, lambda: log._wrapped_at == log.scrollable_content_region.width, what="the rewrap")
+            assert pane < len(lines[0])  # the pane is narrower than the lines: they must wrap
+            assert all(strip.cell_length <= pane for strip in log.lines)  # nothing sticks out
+            assert log.virtual_size.width <= pane  # and nothing scrolls sideways
+            # every character shows, in order (a word longer than the pane is folded across lines)
+            assert "".join(shown(log).split()) == "".join("".join(lines).split())
+
+
 @run_async
 async def test_stop_and_delete_from_the_keyboard(db_path):
     from tui.screens.confirm import ConfirmScreen
@@ -186,14 +261,42 @@ async def test_stop_and_delete_from_the_keyboard(db_path):
         await pilot.press("s")  # no live worker to signal: the status itself says stopped
         await wait_for(pilot, lambda: cell(table, str(running.id), "status") == "stopped", what="stopped")
 
+        # the failed run's folder: deleting the run removes it, and the question says how much
+        folder = Path(failed.out_dir)
+        (folder / "best").mkdir(parents=True)
+        (folder / "best.safetensors").write_bytes(b"\0" * 1_500_000)
+        (folder / "worker.log").write_text("device cuda:0\n")
+        sibling = Path(running.out_dir)
+        sibling.mkdir(parents=True)
+        (sibling / "worker.log").write_text("still here\n")
         table.move_to(str(failed.id))
         await wait_for(pilot, lambda: screen.follow.run_id == failed.id)
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        question = app.screen.question
+        assert "files" in question and "1.5 MB" in question and str(folder) in question
+        assert "stay" not in question
         await pilot.press("y")
         await wait_for(pilot, lambda: table.row_count == 6, what="the deleted row to go")
+        await wait_for(pilot, lambda: not folder.exists(), what="the run's folder to go")
+        assert (sibling / "worker.log").exists()  # only that run's folder
         with Store(db_path) as store:
             assert [r.subset for r in store.runs(store.get_experiment("beta").id)].count("sst+para") == 0
+
+        lost = runs_by_subset(db_path)["sst+sts"]  # no folder: the rows go, 0 B freed
+        table.move_to(str(lost.id))
+        await wait_for(pilot, lambda: screen.follow.run_id == lost.id)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "frees 0 B" in app.screen.question
+        await pilot.press("n")  # and no means no
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        assert "sst+sts" in runs_by_subset(db_path)
+
+
+def runs_by_subset(db_path) -> dict:
+    with Store(db_path) as store:
+        return {r.subset: r for r in store.runs(store.get_experiment("beta").id)}
 
 
 @run_async

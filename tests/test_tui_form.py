@@ -59,6 +59,58 @@ async def test_form_refuses_bad_settings_inline(tmp_path, toy_data_dir):
         assert not (tmp_path / "runs.db").exists()  # nothing was created
 
 
+FIELDS = ["task-sst", "task-para", "task-sts", "task-cfimdb", "data-dir", "model", "profile", "epochs",
+          "max-train", "gpus", "parallel", "name", "start", "cancel"]  # as shown, top to bottom
+
+
+@run_async
+async def test_tab_walks_the_fields_in_order_and_typing_goes_into_the_focused_one(tmp_path):
+    """Typed text landed in the wrong field: the form itself took the first focus and a tab
+    stop of its own. Now the first task box has the focus, each Tab moves to the next field
+    shown, and what is typed after a Tab goes into that field."""
+    from textual.widgets import Input
+
+    app = make_app(tmp_path / "runs.db")
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(pilot)
+        await wait_for(pilot, lambda: app.focused is not None and app.focused.id == FIELDS[0], what="the first field")
+        typed = {"data-dir": "/data/cs224n", "model": "bert-base-uncased", "epochs": "3", "max-train": "500",
+                 "gpus": "0,1", "parallel": "2", "name": "tabbed"}
+        order = [app.focused.id]
+        for _ in FIELDS[1:]:
+            await pilot.press("tab")
+            order.append(app.focused.id)
+            if app.focused.id in typed:
+                await pilot.press(*typed[app.focused.id])
+        assert order == FIELDS
+        await pilot.press("tab")  # round again, with no stop between
+        assert app.focused.id == FIELDS[0]
+        await pilot.press("shift+tab")
+        assert app.focused.id == FIELDS[-1]
+        assert {i.id: i.value for i in form.query(Input)} == typed  # "parallel": 2 replaced the 1
+
+
+@run_async
+async def test_task_boxes_differ_in_shape_not_only_in_colour(tmp_path):
+    from textual.widgets import Checkbox
+
+    app = make_app(tmp_path / "runs.db")
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(pilot)
+        boxes = {box.id: box for box in form.query(Checkbox)}
+
+        def drawn(box) -> str:
+            return box.render().plain
+
+        await wait_for(pilot, lambda: all(drawn(b) for b in boxes.values()))
+        assert "✔" in drawn(boxes["task-sst"]) and "✔" not in drawn(boxes["task-cfimdb"])  # cfimdb: off
+        assert drawn(boxes["task-sst"]).replace("✔", " ").replace("sst", "cfimdb") == drawn(boxes["task-cfimdb"])
+        boxes["task-sst"].focus()
+        await pilot.press("space")  # untick: the tick goes
+        await wait_for(pilot, lambda: "✔" not in drawn(boxes["task-sst"]), what="the tick to go")
+        assert boxes["task-sst"].value is False
+
+
 def _pids_alive(pids) -> list[int]:
     alive = []
     for pid in pids:

@@ -2,8 +2,9 @@
 
 The app is built by `tui.app.create_app`, as `powerbert-tui` builds it, on the database of
 tests/tui_harness.py's `prepare_db` (fixed timestamps), with a frozen clock, no GPUs, the time
-zone set to UTC and a relative database path, so every run draws the same screen. Each
-snapshot waits for its data on a condition before it is taken.
+zone set to UTC and a relative database path, so every run draws the same screen. The running
+run has a worker.log with lines longer than the log pane (they wrap). Each snapshot waits for
+its data on a condition before it is taken.
 
 Run: python -m pytest tests/test_tui_snapshots.py -q   (--snapshot-update after a deliberate change)
 """
@@ -29,6 +30,10 @@ def snap_app(tmp_path, monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     prepare_db(Path("runs.db"), Path("runs"))
+    log = Path("runs/beta/para+sts/worker.log")
+    log.parent.mkdir(parents=True)
+    log.write_text("device cuda:0; training rows per epoch: para 2000, sts 1000; dev rows: para 400, sts 200; "
+                   "40 steps from step 0\nepoch 1 dev: para 0.5500  sts 0.4000  overall 0.6083  (best)\n")
     yield create_app("runs.db", clock=lambda: NOW, gpu_probe=lambda: [])
     monkeypatch.undo()
     time.tzset()
@@ -47,7 +52,7 @@ async def _experiment(pilot) -> None:
         running = store.find_run("beta/para+sts")
     screen.query_one("#runs-table").move_to(str(running.id))
     await wait_for(pilot, lambda: screen.follow.run_id == running.id and len(screen.curves.get("loss")[0]) == 25)
-    await wait_for(pilot, lambda: len(screen.query_one("#log").lines) > 0)
+    await wait_for(pilot, lambda: len(screen.query_one("#log").texts) == 2)
 
 
 async def _results(pilot) -> None:
@@ -91,3 +96,17 @@ SCREENS = {
 @pytest.mark.parametrize("screen", list(SCREENS))
 def test_screen(snap_compare, snap_app, screen, size):
     assert snap_compare(snap_app, terminal_size=size, run_before=SCREENS[screen])
+
+
+async def _experiments_long_name(pilot) -> None:
+    """A default-named experiment: at 80 columns the model column goes, the rest shows whole."""
+    from powerbert.store import Store
+
+    with Store("runs.db") as store:
+        gamma = store.create_experiment("sst+para+sts-20231115-011320", ("sst", "para", "sts"), {}, None, [("sst",)])
+        store.update_experiment(gamma.id, created_at=NOW)
+    await wait_for(pilot, lambda: pilot.app.screen.query_one("#experiments-table").row_count == 3)
+
+
+def test_experiments_with_a_long_name_at_80_columns(snap_compare, snap_app):
+    assert snap_compare(snap_app, terminal_size=(80, 24), run_before=_experiments_long_name)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from powerbert.store import Experiment, Metric, Run, Store
+from powerbert.store import Experiment, Metric, Run, RunStatus, Store
 from powerbert.tasks import TASKS
 
 LOG_FIRST_BYTES = 64 * 1024  # how much of an existing log the first read shows
@@ -71,17 +71,44 @@ class ExperimentSnapshot:
     metrics: list[Metric] = field(default_factory=list)
     log: LogChunk | None = None
     more: bool = False  # a full batch of metrics came back: poll again at once
+    start_steps: dict[int, int | None] = field(default_factory=dict)  # running run id -> its attempt's first step
 
 
-def experiment_snapshot(store: Store, experiment_id: int, follow: RunFollow) -> ExperimentSnapshot:
+class AttemptStarts:
+    """The step each running run's current attempt started from (for its ETA), looked up once
+    per attempt: the lookup bisects the run's metric rows, and the answer cannot change until
+    the run is resumed again. Used by one fetch worker at a time (they never overlap)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple, int] = {}
+
+    def get(self, store: Store, run: Run) -> int | None:
+        from powerbert.views import attempt_start_step
+
+        key = (run.id, run.attempt, run.started_at)
+        if key in self._known:
+            return self._known[key]
+        step = attempt_start_step(store, run)
+        # Kept only once this attempt has trained past it: just after a resume starts, the rows
+        # after its checkpoint may not have been dropped yet, and the answer would read too high.
+        if step is not None and run.step is not None and run.step > step:
+            self._known[key] = step
+        return step
+
+
+def experiment_snapshot(store: Store, experiment_id: int, follow: RunFollow,
+                        starts: AttemptStarts | None = None) -> ExperimentSnapshot:
     """The experiment and its runs (marking vanished workers lost) plus what is new for the
-    selected run: metric rows after `follow.after_id` and log lines after `follow.log_offset`."""
-    from powerbert.runner.liveness import reconcile  # imports torch: only ever in a worker thread
+    selected run: metric rows after `follow.after_id` and log lines after `follow.log_offset`;
+    and where each running run's attempt started (`starts` remembers it between polls)."""
+    from powerbert.runner.liveness import reconcile  # heavy: only ever in a worker thread
 
     runs = reconcile(store, experiment_id)
     experiment = store.get_experiment(experiment_id)
     done = RunFollow(follow.run_id, follow.after_id, follow.log_offset)
     snapshot = ExperimentSnapshot(experiment, runs, done)
+    starts = starts if starts is not None else AttemptStarts()
+    snapshot.start_steps = {r.id: starts.get(store, r) for r in runs if r.status == RunStatus.RUNNING}
     run = next((r for r in runs if r.id == follow.run_id), None)
     if run is None:
         return snapshot

@@ -33,6 +33,14 @@ class ActionDone(Message, bubble=False):
 
 
 @dataclass
+class DeletionPlanned(Message, bubble=False):
+    """A delete was worked out (what it removes, the disk it frees): ask before doing it."""
+
+    run_id: int
+    question: str
+
+
+@dataclass
 class FormChecked(Message, bubble=False):
     """The new-experiment form was validated: started (experiment id) or refused (error)."""
 

@@ -1,9 +1,11 @@
 """Table cells and status lines, built in the fetch workers from what was read.
 
-The status colours, durations, ETA and run names are the ones the CLI shows too
+The status colours, durations, ETA, resume steps and run names are the ones the CLI shows too
 (powerbert.views, powerbert.store.run_label); rich's Text is what the tables take.
 Failed and lost runs stand out twice, in the status colour and with a '!' before their name,
-so they show even where colour is lost.
+so they show even where colour is lost. Epochs read from 1: the epoch being trained.
+
+Only the fetch workers call these: run_detail reads resume checkpoints' headers from disk.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from rich.text import Text
 
 from powerbert.store import Experiment, Run, RunStatus, run_label
-from powerbert.views import STATUS_STYLE, ExperimentSummary, eta_seconds, fmt_duration
+from powerbert.views import STATUS_STYLE, ExperimentSummary, eta_seconds, fmt_duration, resume_step
 
 PROBLEM = (RunStatus.FAILED, RunStatus.LOST)
 MARK = "●"
@@ -31,17 +33,29 @@ def elapsed(run: Run, now: float) -> float | None:
     return max(0.0, (run.ended_at if run.ended_at is not None else now) - run.started_at)
 
 
+def current_epoch(run: Run) -> int | None:
+    """The epoch being trained, counted from 1. The store's epoch counts the epochs completed
+    (the worker records int(step / steps per epoch)), so a run in its first epoch has 0 there;
+    a run that has done all its steps shows its last epoch."""
+    if run.epoch is None:
+        return None
+    done = run.status == RunStatus.FINISHED or (run.total_steps and run.step is not None and run.step >= run.total_steps)
+    return run.epoch if done else run.epoch + 1
+
+
 def _num(value: float | None, digits: int = 3) -> Text:
     return Text("-" if value is None else f"{value:.{digits}f}", justify="right")
 
 
-def run_cells(run: Run, tasks: tuple[str, ...], now: float) -> list[Text]:
-    """run, status, device, epoch and step, loss, best dev score per task, elapsed, ETA."""
+def run_cells(run: Run, tasks: tuple[str, ...], now: float, start_step: int | None = None) -> list[Text]:
+    """run, status, device, epoch and step, loss, best dev score per task, elapsed, ETA
+    (`start_step`: where this attempt started, see powerbert.views.attempt_start_step)."""
     problem = run.status in PROBLEM
     label = run_label(run.subset, run.kind)
     name = Text(("! " if problem else "") + label, style=STATUS_STYLE[str(run.status)] if problem else "")
     step = f"{run.step or 0}/{run.total_steps}" if run.total_steps else "-"
-    epoch = "-" if run.epoch is None else str(run.epoch)
+    epoch = current_epoch(run)
+    epoch = "-" if epoch is None else str(epoch)
     scores = []
     for task in tasks:
         if task in (run.best_scores or {}):
@@ -52,24 +66,40 @@ def run_cells(run: Run, tasks: tuple[str, ...], now: float) -> list[Text]:
         name, status_text(run.status), Text(run.device or "-"), Text(f"{epoch} {step}", justify="right"),
         _num(run.loss), *scores,
         Text(fmt_duration(elapsed(run, now)), justify="right"),
-        Text(fmt_duration(eta_seconds(run, now)), justify="right"),
+        Text(fmt_duration(eta_seconds(run, now, start_step)), justify="right"),
     ]
 
 
-def run_detail(run: Run) -> Text:
-    """The line under the table for the selected run; says why a run failed or was lost."""
+def run_detail(run: Run, epochs: int | None = None, start_step: int | None = None) -> Text:
+    """The line under the table for the selected run: where it is (epoch of `epochs`, step),
+    where this attempt started (`start_step`), why a run failed or was lost, and the step
+    that resuming a stopped, failed or lost run continues from."""
     text = Text()
     text.append(run_label(run.subset, run.kind), style="bold")
     text.append("  ")
     text.append_text(status_text(run.status))
+    epoch = current_epoch(run)
+    if epoch is not None and run.status != RunStatus.QUEUED:
+        where = f"epoch {epoch}" + (f" of {epochs}" if epochs else "")
+        if run.step is not None and run.total_steps:
+            where += f", step {run.step} of {run.total_steps}"
+        text.append(f"  {where}")
     if run.attempt > 1:
-        text.append(f"  attempt {run.attempt}", style="dim")
+        # Elapsed and ETA are this attempt's: the store keeps no start or end of earlier ones.
+        since = f" from step {start_step}" if start_step is not None and run.status == RunStatus.RUNNING else ""
+        text.append(f"  attempt {run.attempt}{since}", style="dim")
     if run.best_overall is not None:
         text.append(f"  best overall {run.best_overall:.4f}")
     if run.status in PROBLEM:
         text.append(f"  {run.error or 'no reason recorded'}", style=STATUS_STYLE[str(run.status)])
     elif run.error and run.status != RunStatus.FINISHED:
         text.append(f"  {run.error}", style="yellow")
+    if run.status in (*PROBLEM, RunStatus.STOPPED):
+        step = resume_step(run)
+        if step is not None:
+            text.append(f"  resumes from step {step} (r)", style="bold")
+        elif run.step:
+            text.append("  no resume checkpoint: r restarts it from step 0", style="dim")
     return text
 
 

@@ -135,10 +135,23 @@ DbOpt = Annotated[Path, typer.Option("--db", help="The runs database.", envvar="
 ExperimentArg = Annotated[Optional[str], typer.Argument(help="Experiment name or id; default: the latest.", show_default=False)]
 
 
-def open_store(db: Path):
-    from powerbert.store import Store
+def open_store(db: Path, *, reader: bool = False, create: bool = False):
+    """runs.db for a command. Only `powerbert run` creates one (`create`); every other command
+    needs an existing one and says where it looked when there is none.
 
-    return Store(db)
+    A `reader` (status, list, watch, report, predict) opens it read-only where this user may
+    not write it (a read-only mount, someone else's folder): it reads all the same. Where it
+    may, it opens it for writing, for the one write a reader makes: marking runs whose worker
+    vanished as lost, so that the next look (and `resume`) knows."""
+    from powerbert.errors import StoreError
+    from powerbert.store import Store
+    from powerbert.store.db import no_database_message
+
+    path = Path(db).expanduser()
+    if not create and not path.exists():
+        raise StoreError(no_database_message(path))
+    writable = os.access(path, os.W_OK) and os.access(path.absolute().parent, os.W_OK)
+    return Store(path, readonly=reader and not writable)
 
 
 def pick_experiment(store, key: str | None):

@@ -49,6 +49,7 @@ def run(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices to use, e.g. 0,1 ('cpu' for none); default: every GPU found.")] = None,
     runs_per_gpu: Annotated[int, typer.Option("--runs-per-gpu", min=1, help="Runs sharing one GPU at a time.")] = 1,
     max_parallel: Annotated[int, typer.Option("--max-parallel", min=1, help="Runs at once on a machine without a GPU (CPU threads are shared).")] = 1,
+    keep_resume_state: Annotated[bool, typer.Option("--keep-resume-state", help="Keep each finished run's resume checkpoint (last.safetensors: weights and optimizer state, about 3x best). By default it is removed when the run finishes; `powerbert prune` removes it later.")] = False,
     baselines: Annotated[bool, typer.Option("--baselines", help="Also train the paper's frozen-encoder and naive multitask baselines.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", help="Experiment name; default: tasks and time.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints and logs (one subfolder per experiment).", envvar="POWERBERT_OUT")] = Path("runs"),
@@ -79,10 +80,11 @@ def run(
     launch_gpus = parse_gpus(gpus)
     for note in check_settings(config, gpus=launch_gpus):  # what --skip-bad-rows will skip
         console.print(note, highlight=False)
-    with open_store(db) as store:
+    with open_store(db, create=True) as store:
         exp = experiments.create_experiment(
             store, config, name=name, profile=profile, out_root=out, gpus=launch_gpus,
             runs_per_gpu=runs_per_gpu, max_parallel=max_parallel, baselines=baselines,
+            keep_resume_state=keep_resume_state,
         )
         pid = experiments.launch(db, store, exp)
         console.print(f"experiment [bold]{exp.name}[/bold]: {len(store.runs(exp.id))} runs, supervisor pid {pid}, logs in {exp.out_dir}")
@@ -110,13 +112,23 @@ def finish_summary(store, exp) -> None:
 
 
 @command
-def status(experiment: ExperimentArg = None, db: DbOpt = Path("runs.db")) -> None:
+def status(
+    experiment: ExperimentArg = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the experiment and every run (status, pid, device, step, checkpoints, disk use) as JSON, for scripts.")] = False,
+    db: DbOpt = Path("runs.db"),
+) -> None:
     """Print the runs table of an experiment once."""
-    from powerbert.cli.live import snapshot
+    from powerbert.cli.live import snapshot, status_json
 
-    with open_store(db) as store:
+    with open_store(db, reader=True) as store:
         exp = pick_experiment(store, experiment)
-        console.print(snapshot(store, exp.id)[2])
+        exp, runs, view = snapshot(store, exp.id)
+        if as_json:
+            import json
+
+            typer.echo(json.dumps(status_json(exp, runs), indent=2))
+            return
+        console.print(view)
 
 
 @command
@@ -124,7 +136,7 @@ def watch(experiment: ExperimentArg = None, db: DbOpt = Path("runs.db")) -> None
     """Follow an experiment's runs live until it ends (Ctrl-C stops watching, not the runs)."""
     from powerbert.cli.live import follow
 
-    with open_store(db) as store:
+    with open_store(db, reader=True) as store:
         exp = pick_experiment(store, experiment)
         try:
             exp = follow(store, exp.id, console)
@@ -139,7 +151,7 @@ def list_experiments(db: DbOpt = Path("runs.db")) -> None:
     """List the experiments in the database, newest first."""
     from powerbert.cli.live import experiments_table
 
-    with open_store(db) as store:
+    with open_store(db, reader=True) as store:
         console.print(experiments_table(store))
 
 

@@ -7,6 +7,7 @@ runs whose worker vanished as lost, so the table never shows a dead run as runni
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich import box
 from rich.console import Console, Group
@@ -17,7 +18,7 @@ from rich.text import Text
 from powerbert.runner.cleanup import fmt_bytes, tree_bytes
 from powerbert.runner.liveness import reconcile
 from powerbert.store import Experiment, Run, RunStatus, Store, run_label
-from powerbert.views import STATUS_STYLE, eta_seconds, experiment_summaries, fmt_duration
+from powerbert.views import STATUS_STYLE, eta_seconds, experiment_summaries, fmt_duration, resume_step
 
 
 def overall_cell(experiment: Experiment, run: Run) -> str:
@@ -50,12 +51,18 @@ def runs_table(experiment: Experiment, runs: list[Run]) -> Table:
 
 
 def problems(runs: list[Run]) -> list[Text]:
-    """One line per failed or lost run: why, and where its log is."""
+    """One line per failed, lost or stopped run: why, where its log is, and where it resumes."""
     lines = []
     for run in runs:
-        if run.status in (RunStatus.FAILED, RunStatus.LOST):
-            where = f" (log: {run.out_dir}/worker.log)" if run.out_dir else ""
-            lines.append(Text(f"{run_label(run.subset, run.kind)} {run.status}: {run.error or 'no reason recorded'}{where}", style=STATUS_STYLE[str(run.status)]))
+        if run.status not in (RunStatus.FAILED, RunStatus.LOST, RunStatus.STOPPED):
+            continue
+        step = resume_step(run)
+        resumes = f"; resumes from step {step}" if step is not None else "; no checkpoint yet: resume restarts it from step 0"
+        if run.status == RunStatus.STOPPED:
+            lines.append(Text(f"{run_label(run.subset, run.kind)} stopped{resumes}", style=STATUS_STYLE["stopped"]))
+            continue
+        where = f" (log: {run.out_dir}/worker.log)" if run.out_dir else ""
+        lines.append(Text(f"{run_label(run.subset, run.kind)} {run.status}: {run.error or 'no reason recorded'}{where}{resumes}", style=STATUS_STYLE[str(run.status)]))
     return lines
 
 
@@ -134,3 +141,27 @@ def _model_name(exp: Experiment) -> str:
     model = exp.config.get("train", {}).get("model")
     return "MiniLM" if model in (None, "", "default") else str(model).rstrip("/").split("/")[-1]
 
+
+def status_json(experiment: Experiment, runs: list[Run]) -> dict:
+    """`powerbert status --json`: the experiment and every run, for scripts."""
+    from dataclasses import asdict
+
+    def run_record(run: Run) -> dict:
+        folder = Path(run.out_dir) if run.out_dir else None
+        checkpoints = {
+            name: str(folder / f"{name}.safetensors") if folder and (folder / f"{name}.safetensors").exists() else None
+            for name in ("best", "last")
+        }
+        return {
+            "id": run.id, "subset": run.subset, "kind": run.kind, "label": run_label(run.subset, run.kind),
+            "status": str(run.status), "pid": run.pid, "host": run.host, "device": run.device,
+            "step": run.step, "total_steps": run.total_steps, "epoch": run.epoch, "loss": run.loss,
+            "best_scores": run.best_scores, "best_overall": run.best_overall, "error": run.error,
+            "started_at": run.started_at, "ended_at": run.ended_at, "attempt": run.attempt,
+            "out_dir": run.out_dir, "checkpoints": checkpoints, "resumes_from_step": resume_step(run),
+            "disk_bytes": tree_bytes(run.out_dir),
+        }
+
+    exp = asdict(experiment)
+    exp["status"] = str(experiment.status)
+    return {"experiment": exp, "runs": [run_record(r) for r in runs], "disk_bytes": tree_bytes(experiment.out_dir)}

@@ -53,7 +53,7 @@ def predict(
     from powerbert.inference.loading import load_experiment_models
 
     args = list(args or [])
-    with open_store(db) as store:
+    with open_store(db, reader=True) as store:
         key, texts = _split_arguments(store, args, experiment, input_path is not None)
         if input_path is not None:
             if texts:

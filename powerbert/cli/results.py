@@ -83,7 +83,7 @@ def report(
 
     # Machine-readable formats keep stdout clean: messages go to stderr.
     say = console if fmt == ReportFormat.table else err_console
-    with open_store(db) as store:
+    with open_store(db, reader=not baselines) as store:
         exp = pick_experiment(store, experiment)
         if baselines:
             _start_baselines(store, exp, db, say)

@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from powerbert.errors import ExperimentError, InputError
+from powerbert.errors import ExperimentError, InputError, StoreError
 from powerbert.inference.loading import LoadedExperiment, load_experiment_models
 from powerbert.inference.predict import predict_texts
 from powerbert.store import ExperimentStatus, Store
+from powerbert.store.db import no_database_message
 from powerbert.tasks import TASKS
 
 
@@ -89,7 +90,11 @@ def load(db: str | Path = "runs.db", experiment: str | int | None = None, *, dev
     """The experiment `experiment` (name or id; default the newest finished one) of `db`."""
     from powerbert.results.evaluate import experiment_report
 
-    with Store(db) as store:
+    path = Path(db).expanduser()
+    if not path.exists():
+        raise StoreError(no_database_message(path))
+    # Read-only: loading an experiment never writes, and a runs.db on a read-only mount loads.
+    with Store(path, readonly=True) as store:
         if experiment is None:
             found = store.latest_experiment(ExperimentStatus.FINISHED.value)
             if found is None:

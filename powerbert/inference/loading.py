@@ -167,10 +167,13 @@ def stored_weights(store: Store, experiment: Experiment) -> dict[tuple[str, str]
     the experiment has none stored yet."""
     results = store.ensemble_results(experiment.id)
     if not results:
-        from powerbert.results.evaluate import ensemble_experiment
+        from powerbert.results.evaluate import ensemble_experiment, evaluate_experiment, outcome_results
 
-        ensemble_experiment(store, experiment.id)
-        results = store.ensemble_results(experiment.id)
+        if getattr(store, "readonly", False):  # evaluate, without storing, on a database we only read
+            results = outcome_results(experiment.id, evaluate_experiment(store, experiment))
+        else:
+            ensemble_experiment(store, experiment.id)
+            results = store.ensemble_results(experiment.id)
     weights = {}
     for r in results:
         w = {m: float(v) for m, v in (r.details or {}).get("weights", {}).items() if v is not None}

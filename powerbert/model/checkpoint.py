@@ -16,11 +16,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where tensors are handled, not here: reading a checkpoint's header (the
+# step a stopped run resumes from, shown by `powerbert status`) must not cost torch's import.
 TMP_PREFIX = ".tmp-"
 
 
@@ -58,6 +62,8 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name, dir=path.parent)
@@ -78,6 +84,8 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors.torch import load_file
+
     """Tensors and the PowerBERT metadata of a checkpoint; CheckpointError if unusable."""
     path = Path(path)
     meta = read_metadata(path)
@@ -97,7 +105,7 @@ def read_metadata(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # numpy: reading the header needs no torch
             return json.loads((f.metadata() or {}).get("powerbert", "{}"))
     except (SafetensorError, OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise _corrupt(path, exc) from exc
@@ -140,6 +148,8 @@ def _remove_quietly(path) -> None:
 
 def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Split torch's optimizer state_dict into tensors (for safetensors) and JSON metadata."""
+    import torch
+
     tensors, scalars = {}, {}
     for index, entry in state["state"].items():
         for key, value in entry.items():

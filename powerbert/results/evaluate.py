@@ -38,12 +38,13 @@ def ensemble_experiment(store: Store, experiment_id: int) -> list[EnsembleOutcom
     """Evaluate every scheme from the stored dev outputs and store the scores."""
     experiment = store.get_experiment(experiment_id)
     outcomes = evaluate_experiment(store, experiment)
-    store.save_ensemble_results(
-        experiment_id,
-        [EnsembleResult(experiment_id, o.scheme, o.task, o.score, outcome_record(o)) for o in outcomes],
-        replace_all=True,
-    )
+    store.save_ensemble_results(experiment_id, outcome_results(experiment_id, outcomes), replace_all=True)
     return outcomes
+
+
+def outcome_results(experiment_id: int, outcomes: list[EnsembleOutcome]) -> list[EnsembleResult]:
+    """Ensemble outcomes as the rows the store keeps (and hands back)."""
+    return [EnsembleResult(experiment_id, o.scheme, o.task, o.score, outcome_record(o)) for o in outcomes]
 
 
 def experiment_report(store: Store, experiment: Experiment, scheme: str = "weighted") -> ReportData:

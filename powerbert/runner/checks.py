@@ -14,18 +14,22 @@ from powerbert.config import TrainConfig, check_config
 from powerbert.errors import ConfigError
 
 
-def check_settings(config: TrainConfig, *, gpus: list[int] | None = None) -> list[str]:
-    """Check `config` (and the `gpus` an experiment asks for) as a whole; notes to show."""
+def check_settings(config: TrainConfig, *, gpus: list[int] | None = None, data: bool = True) -> list[str]:
+    """Check `config` (and the `gpus` an experiment asks for) as a whole; notes to show.
+
+    `data=False` leaves the task files out: the supervisor's check at start, where each
+    worker then reads (and names the fault in) its own tasks' files, run by run."""
     from powerbert.data.files import check_data_dir, load_split, skipped_summary
 
     check_config(config)
-    check_data_dir(config.data_dir, config.tasks)
     notes = []
-    for task in config.tasks:
-        for split in ("train", "dev"):
-            note = skipped_summary(load_split(task, config.data_dir, split, skip_bad_rows=config.skip_bad_rows))
-            if note:
-                notes.append(note)
+    if data:
+        check_data_dir(config.data_dir, config.tasks)
+        for task in config.tasks:
+            for split in ("train", "dev"):
+                note = skipped_summary(load_split(task, config.data_dir, split, skip_bad_rows=config.skip_bad_rows))
+                if note:
+                    notes.append(note)
     check_model(config)
     check_devices(config.device, gpus)
     return notes

@@ -42,6 +42,7 @@ def create_experiment(
     runs_per_gpu: int = 1,
     max_parallel: int = 1,
     baselines: bool = False,
+    keep_resume_state: bool = False,
 ) -> Experiment:
     """Store the experiment and one queued run per subset (plus the baselines if asked)."""
     name = name or default_name(config.tasks)
@@ -54,7 +55,7 @@ def create_experiment(
     stored = {
         "train": config.to_dict(),
         "profile": profile,
-        "launch": {"gpus": gpus, "runs_per_gpu": runs_per_gpu, "max_parallel": max_parallel},
+        "launch": {"gpus": gpus, "runs_per_gpu": runs_per_gpu, "max_parallel": max_parallel, "keep_resume_state": keep_resume_state},
     }
     experiment = store.create_experiment(name, config.tasks, stored, str(out_dir), power_set(config.tasks))
     if baselines:

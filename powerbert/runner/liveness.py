@@ -8,6 +8,7 @@ but makes no progress for STALL_AFTER_S marks itself lost and ends (worker.py).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -63,12 +64,17 @@ def reconcile(store: Store, experiment_id: int, skip: set[int] | frozenset[int] 
     """Mark running runs with no live worker as lost; return the runs as they now stand.
 
     `skip` holds run ids whose worker the caller itself is watching (a supervisor's children).
+    A read-only store (a reading command on a database it may not write) records nothing: the
+    runs come back as lost all the same, so what is shown is true.
     """
     now = time.time()
     runs = store.runs(experiment_id)
     changed = False
-    for run in runs:
+    for i, run in enumerate(runs):
         if run.status == RunStatus.RUNNING and run.id not in skip and not run_is_alive(run, now):
             tail = log_tail(Path(run.out_dir) / "worker.log") if run.out_dir else None
+            if getattr(store, "readonly", False):
+                runs[i] = dataclasses.replace(run, status=RunStatus.LOST, error=why_lost(run, now), log_tail=tail or run.log_tail)
+                continue
             changed |= store.finish_run(run.id, RunStatus.LOST, error=why_lost(run, now), log_tail=tail, expect=RunStatus.RUNNING)
     return store.runs(experiment_id) if changed else runs

@@ -96,8 +96,8 @@ class Supervisor:
         self.log(f"supervising experiment {exp.name} (id {exp.id}) with {len(self.free)} slot(s): {', '.join(s.label for s in self.free)}")
         problem = self.settings_problem()
         if problem is not None:
-            # Something changed since the experiment was created (a task file moved, the GPU
-            # went away): every queued run would fail the same way, so none starts.
+            # Something changed since the experiment was created (the model folder moved, the
+            # GPU went away): every queued run would fail the same way, so none starts.
             self.log(f"not starting any run: {problem}")
             for run in self.store.runs(exp.id):
                 if run.status == RunStatus.QUEUED:
@@ -144,7 +144,9 @@ class Supervisor:
 
         try:
             config = TrainConfig.from_dict(self.experiment.config["train"])
-            check_settings(config, gpus=self.experiment.config.get("launch", {}).get("gpus"))
+            # Not the task files: a file that went bad is reported by the runs that read it,
+            # each naming it, while the runs on other tasks go on.
+            check_settings(config, gpus=self.experiment.config.get("launch", {}).get("gpus"), data=False)
         except USER_ERRORS as exc:
             return first_line(exc)
         return None

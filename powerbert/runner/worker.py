@@ -61,8 +61,9 @@ class StoreCallbacks(TrainCallbacks):
     """Training progress into runs.db: buffered metrics, a heartbeat thread, dev outputs."""
 
     def __init__(self, store_path: str, run_id: int, stop_event: threading.Event,
-                 log_path: Path | None = None, stall_after_s: float = STALL_AFTER_S):
+                 log_path: Path | None = None, stall_after_s: float = STALL_AFTER_S, device_label: str | None = None):
         self.store_path = store_path
+        self.device_label = device_label  # the slot the supervisor gave: cpu, or cuda:N (physical)
         self.run_id = run_id
         self.stop_event = stop_event
         self.log_path = log_path
@@ -130,6 +131,10 @@ class StoreCallbacks(TrainCallbacks):
         with self._lock:
             self._progress.update(total_steps=info.total_steps, step=info.start_step)
         patiently(self.store.heartbeat, self.run_id, total_steps=info.total_steps, step=info.start_step)
+        # The device it really trains on, not the one asked for: a cuda slot with no usable GPU
+        # in this process would train on the CPU, and the tables must say so.
+        used = self.device_label if info.device.startswith("cuda") and (self.device_label or "").startswith("cuda") else info.device
+        patiently(self.store.update_run, self.run_id, device=used)
 
     def on_step(self, step: int, epoch: float, losses: dict[str, float], lr: float) -> None:
         self._touch()
@@ -197,6 +202,11 @@ class StoreCallbacks(TrainCallbacks):
 
 
 
+def keeps_resume_state(store: Store, run) -> bool:
+    """Whether the experiment asked to keep finished runs' resume state (--keep-resume-state)."""
+    return bool(store.get_experiment(run.experiment_id).config.get("launch", {}).get("keep_resume_state"))
+
+
 def run_config(store: Store, run):
     """The TrainConfig of a run: the experiment's resolved config, this run's tasks, its kind."""
     from powerbert.config import TrainConfig
@@ -246,7 +256,7 @@ def run_worker(db_path: str, run_id: int, device_label: str) -> int:
             # A fresh start (first attempt, or an earlier one died before its first resume
             # checkpoint): every step is trained again, so no earlier row may stay.
             patiently(store.delete_metrics_after, run_id, -1)
-        callbacks = StoreCallbacks(db_path, run_id, stop_event, log_path=log_path)
+        callbacks = StoreCallbacks(db_path, run_id, stop_event, log_path=log_path, device_label=device_label)
         result = train_subset(config, out_dir, callbacks, should_stop=stop_event.is_set, resume=resume)
         callbacks_loss = callbacks.last_loss
         callbacks.close()
@@ -255,6 +265,12 @@ def run_worker(db_path: str, run_id: int, device_label: str) -> int:
         last_loss = callbacks_loss
         patiently(store.update_run, run_id, step=result.step, **({"loss": last_loss} if last_loss is not None else {}))
         patiently(store.finish_run, run_id, status, exit_code=0, log_tail=log_tail(log_path))
+        if status == RunStatus.FINISHED and not keeps_resume_state(store, run):
+            # A finished run never resumes: its resume state (weights plus optimizer moments,
+            # three times best.*) is removed; prediction needs only best.*.
+            from powerbert.runner.cleanup import drop_resume_state
+
+            drop_resume_state(run)
         return 0
     except BaseException as exc:  # noqa: BLE001 - every way out must leave a final status
         try:  # the log may sit on the disk that just filled up: still record the status

@@ -9,13 +9,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from powerbert.errors import StoreError
 from powerbert.store.db import open_db, write_transaction
 
 
 class StoreBase:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        """Open runs.db at `path`; `readonly` for commands that only read (see open_db): the
+        file must exist, and any write raises StoreError."""
         self.path = str(path)
-        self._conn = open_db(path)
+        self.readonly = readonly
+        self._conn = open_db(path, readonly=readonly)
         self._conn.row_factory = sqlite3.Row
         # One connection may be shared by the dashboard's thread workers: the lock keeps one
         # thread's reads out of another thread's open write transaction.
@@ -42,6 +46,8 @@ class StoreBase:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT around the block; rolled back if it raises."""
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only, for a command that only reads: cannot write")
         with self._lock, write_transaction(self._conn, self.path):
             yield self._conn
 

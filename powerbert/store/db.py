@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -45,12 +46,17 @@ DATABASE_LOCKED = "database is locked"
 MEMORY = ":memory:"
 
 
-def open_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
+def open_db(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
     """Open (creating if needed) the database at `path`, migrated to the current schema.
 
     The connection is in autocommit mode (isolation_level=None): use `write_transaction` for
-    writes. `":memory:"` gives a private in-memory database, for tests.
+    writes. `":memory:"` gives a private in-memory database, for tests. `readonly` is for
+    commands that only read: the file must exist (nothing is created), it is never migrated or
+    written, and a database on a read-only filesystem or in a folder the user cannot write
+    opens all the same (see `_open_readonly`).
     """
+    if readonly and str(path) != MEMORY:
+        return _open_readonly(Path(path).expanduser())
     if str(path) == MEMORY:
         conn = _connect(MEMORY, MEMORY)
         _configure(conn)
@@ -73,6 +79,45 @@ def open_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
     if created:
         _restrict_sidecars(path)
     return conn
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to an existing runs.db.
+
+    `mode=ro` reads a WAL database like any reader, when SQLite may create or use the -shm
+    file beside it. On a read-only mount, or in a folder we cannot write, it cannot: then the
+    file is opened `immutable=1`, as read-only media are, which reads the database file as it
+    stands (what a clean shutdown left there; nothing else can be writing it on such a mount)."""
+    if not path.exists():
+        raise StoreError(no_database_message(path))
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder: expected a runs.db file")
+    uri = f"file:{quote(str(path.resolve()))}"
+    last: Exception | None = None
+    for options in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            version = schema_version(conn)  # the first read: fails here if the file cannot be read
+        except sqlite3.Error as e:
+            last = e
+            continue
+        names = _migrations.migration_names(_migrations.MIGRATIONS)
+        _refuse_newer(version, len(names), str(path))
+        if version < len(names):
+            conn.close()
+            raise StoreError(
+                f"{path}: database schema version {version} is older than this PowerBERT's ({len(names)}): "
+                f"run a command that writes (e.g. `powerbert list` with write access) once to migrate it"
+            )
+        return conn
+    raise StoreError(f"{path}: cannot open the database read-only: {last}")
+
+
+def no_database_message(path: Path) -> str:
+    """What a reading command says when there is no runs.db where it looked."""
+    return (f"no runs.db at {Path(path).absolute()}: start an experiment with `powerbert run`, or point "
+            f"at an existing database with --db PATH or POWERBERT_DB")
 
 
 @contextmanager

@@ -153,7 +153,10 @@ def train_subset(
             callbacks.on_eval(EvalResult(epoch, step, scores, overall, outputs, is_best))
             save_last(step)
             last_save = time.monotonic()
-        elif time.monotonic() - last_save > config.checkpoint_every_s:
+        elif time.monotonic() - last_save > config.checkpoint_every_s or (step == start_step + 1 and not last_path.exists()):
+            # Also right after the first step of a fresh run: a kill before the first interval
+            # would otherwise lose every step trained so far. After that, at most
+            # checkpoint_every_s of training is ever lost.
             save_last(step)
             last_save = time.monotonic()
 

@@ -142,7 +142,7 @@ def hostile_experiment(tmp_path_factory, tiny_model_dir, toy_data_dir) -> Hostil
     janitor.watch_db(cwd / db_rel)
     args = [
         "run", "--tasks", "sst,sts", "--epochs", "2", "--max-train", "32", "--batch-size", "16",
-        "--lr", "1e-3", "--precision", "fp32", "--max-parallel", "2", "--skip-bad-rows", "--detach",
+        "--lr", "1e-3", "--precision", "fp32", "--max-parallel", "2", "--skip-bad-rows", "--detach", "--keep-resume-state",
         f"--name={name}", f"--data-dir={data_rel}", f"--model={model_rel}", f"--db={db_rel}", f"--out={out_rel}",
     ]
     exp = HostileExperiment(base, cwd, home, (cwd / db_rel).resolve(), name, (cwd / data_rel).resolve(),

@@ -50,7 +50,9 @@ def test_10_a_full_disk_fails_the_run_naming_the_file_and_resume_finishes_it(tmp
     # Nothing half-written where a reader looks: no temporary, no partial file.
     assert tmp_leftovers(out) == []
     assert not last.exists()
-    ckpt.load_tensors(folder / "best.safetensors")  # complete (written before the disk filled)
+    # The resume checkpoint after step 1 was the first write to hit the full disk: nothing else
+    # was written, and no partial file is left (above).
+    assert not (folder / "best.safetensors").exists()
     assert "experiment full failed" in (Path(exp.out_dir) / "supervisor.log").read_text()  # it outlived its log
 
     remount(out, "size=4m")  # space freed: resume starts over (there was no resume checkpoint)
@@ -77,7 +79,9 @@ def test_10_a_full_disk_injected_where_mounting_is_not_allowed(tmp_path, monkeyp
             f.write(b"\0" * 1000)  # a partial file, as a disk filling up mid-write leaves
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)  # checkpoint.py imports it where it writes
     db = tmp_path / "runs.db"
     store = Store(db)
     exp = experiments.create_experiment(store, tiny_config(tiny_model_dir, toy_data_dir, ("sst",)), name="full", out_root=tmp_path / "runs")
@@ -93,8 +97,10 @@ def test_10_a_full_disk_injected_where_mounting_is_not_allowed(tmp_path, monkeyp
     run = store.get_run(run.id)
     folder = Path(run.out_dir)
     assert run.status == RunStatus.FAILED
-    assert run.error == f"CheckpointError: {folder / 'best.safetensors'}: cannot write: No space left on device"
-    assert tmp_leftovers(folder) == [] and not (folder / "best.safetensors").exists()
+    # The first checkpoint written is the resume checkpoint after step 1: that write fails.
+    assert run.error == f"CheckpointError: {folder / 'last.safetensors'}: cannot write: No space left on device"
+    assert tmp_leftovers(folder) == [] and not (folder / "last.safetensors").exists()
+    assert not (folder / "best.safetensors").exists()
     store.close()
 
 
@@ -123,7 +129,7 @@ real_replace, saves = os.replace, []
 def replace(src, dst):
     if str(dst).endswith("last.safetensors"):
         saves.append(dst)
-        if len(saves) == 2:  # the second resume checkpoint is written and synced, not renamed
+        if len(saves) == 3:  # the third resume checkpoint (after step 1, epoch 1, epoch 2) is written and synced, not renamed
             os.kill(os.getpid(), signal.SIGKILL)
     return real_replace(src, dst)
 checkpoint.os.replace = replace

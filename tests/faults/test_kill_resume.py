@@ -52,7 +52,8 @@ def test_2_3_killed_worker_is_lost_then_resumes_to_the_straight_runs_weights(tmp
     config = tiny_config(tiny_model_dir, toy_data_dir, TASKS, epochs=EPOCHS, max_train=None, checkpoint_every_s=0.3)
     chosen = {}
     for name in ("straight", "killed"):
-        exp = experiments.create_experiment(store, config, name=name, out_root=tmp_path / "runs")
+        # Keep the resume state of the finished straight run: its last weights are the reference.
+        exp = experiments.create_experiment(store, config, name=name, out_root=tmp_path / "runs", keep_resume_state=True)
         for run in store.runs(exp.id):  # only the sst+para+sts run of the power set
             if run.tasks != TASKS:
                 store.finish_run(run.id, RunStatus.STOPPED, error="not part of this test", expect=RunStatus.QUEUED)

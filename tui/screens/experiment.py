@@ -4,7 +4,8 @@ curves and the tail of its worker.log; keys to stop, resume and delete runs.
 Each poll reads the runs (marking vanished workers lost), the selected run's metric rows newer
 than the last id seen and its log lines past the last offset read; GPUs are looked at every
 few seconds. Stop, resume and delete run in thread workers of their own and call the same
-functions as `powerbert stop / resume`.
+functions as `powerbert stop / resume / delete`: deleting first works out, in a worker, what
+it would remove and how much disk that frees, asks, and then removes the rows and the files.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from textual.widgets import Footer, Header, Static
 
 from powerbert.errors import first_line
 from powerbert.store import Experiment, Run, RunStatus, Store, StoreError
-from tui.fetch import Curves, ExperimentSnapshot, RunFollow, experiment_snapshot
+from tui.fetch import AttemptStarts, Curves, ExperimentSnapshot, RunFollow, experiment_snapshot
 from tui.gpu import GpuStat, gpu_line
-from tui.messages import ActionDone
+from tui.messages import ActionDone, DeletionPlanned
 from tui.screens.base import PollingScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.source import Database
@@ -60,6 +61,17 @@ def run_key(store: Store, experiment: Experiment, run: Run) -> str:
                      "stop or resume the whole experiment (S, R)")
 
 
+def deletion_question(name: str, run: Run, plan) -> str:
+    """What the delete key asks: what goes, and how much disk that frees (`plan`: a
+    powerbert.runner.cleanup.Deletion). Called in the action worker."""
+    from powerbert.runner.cleanup import fmt_bytes
+
+    where = f" in {plan.folders[0]}" if plan.folders else ""
+    kept = f" {', '.join(plan.kept)} lies outside the experiment's folder and stays." if plan.kept else ""
+    return (f"Delete run {name} ({run.status}) with its metrics, dev outputs and files? "
+            f"This frees {fmt_bytes(plan.bytes)}{where}.{kept}")
+
+
 class ExperimentScreen(PollingScreen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -82,6 +94,7 @@ class ExperimentScreen(PollingScreen):
         self.follow = RunFollow()
         self.curves = Curves()
         self._last_gpu = float("-inf")
+        self._starts = AttemptStarts()  # touched only by the fetch worker
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -114,13 +127,15 @@ class ExperimentScreen(PollingScreen):
         from tui.rows import experiment_line, run_cells, run_detail
 
         follow, want_gpu, now = request
-        snap = experiment_snapshot(db.store(), self.experiment_id, follow)
+        snap = experiment_snapshot(db.store(), self.experiment_id, follow, self._starts)
         tasks = snap.experiment.tasks
+        epochs = (snap.experiment.config.get("train") or {}).get("epochs")
+        starts = snap.start_steps
         return ExperimentView(
             snap,
-            rows={str(r.id): run_cells(r, tasks, now) for r in snap.runs},
+            rows={str(r.id): run_cells(r, tasks, now, starts.get(r.id)) for r in snap.runs},
             summary=experiment_line(snap.experiment, snap.runs, supervisor_alive(snap.experiment)),
-            details={r.id: run_detail(r) for r in snap.runs},
+            details={r.id: run_detail(r, epochs, starts.get(r.id)) for r in snap.runs},
             labels={r.id: run_label(r.subset, r.kind) for r in snap.runs},
             gpus=self.app.gpu_probe() if want_gpu else None,
         )
@@ -193,7 +208,7 @@ class ExperimentScreen(PollingScreen):
     @work(thread=True, group="actions", exit_on_error=False)
     def _act(self, what: str, run_id: int | None) -> None:
         """Stop / resume / delete in a thread: the same library calls as the CLI."""
-        from powerbert.runner import experiments
+        from powerbert.runner import cleanup, experiments
         from powerbert.store import run_label
 
         db = self.app.db
@@ -213,9 +228,18 @@ class ExperimentScreen(PollingScreen):
             elif what == "resume":
                 experiments.resume(db.path, store, key)
                 text = f"resumed {name}"
+            elif what == "plan-delete":
+                # Walking the run folder for its size is disk work: here, not on the UI thread.
+                plan = cleanup.plan_deletion(store, key)
+                self.post_message(DeletionPlanned(run.id, deletion_question(name, run, plan)))
+                return
             else:
-                store.delete_run(run_id)
-                text = f"deleted run {name} (its files stay in {run.out_dir})"
+                # Planned again now: the run may have been resumed since the question was asked,
+                # and plan_deletion refuses a running one.
+                plan = cleanup.delete(store, cleanup.plan_deletion(store, key))
+                text = f"deleted run {name}: freed {cleanup.fmt_bytes(plan.bytes)}"
+                if plan.kept:
+                    text += f" (kept {', '.join(plan.kept)}: outside the experiment's folder)"
             self.post_message(ActionDone(text))
         except Exception as exc:  # refused: say why, in one line
             text = first_line(exc)
@@ -224,6 +248,13 @@ class ExperimentScreen(PollingScreen):
     def on_action_done(self, message: ActionDone) -> None:
         self.notify(message.text, severity="information" if message.ok else "error")
         self.poll_now()
+
+    def on_deletion_planned(self, message: DeletionPlanned) -> None:
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._act("delete", message.run_id)
+
+        self.app.push_screen(ConfirmScreen(message.question), confirmed)
 
     def action_stop_run(self) -> None:
         if (run := self.selected_run()) is None:
@@ -250,13 +281,7 @@ class ExperimentScreen(PollingScreen):
         if run.status == RunStatus.RUNNING:
             self.notify(f"{name} is running: stop it (s) before deleting it", severity="warning")
             return
-
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self._act("delete", run.id)
-
-        question = f"Delete run {name} ({run.status}) with its metrics and dev outputs? Its files stay."
-        self.app.push_screen(ConfirmScreen(question), confirmed)
+        self._act("plan-delete", run.id)  # asks once it knows how much disk the files take
 
     def action_back(self) -> None:
         self.app.pop_screen()

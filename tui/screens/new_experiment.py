@@ -4,6 +4,8 @@ Start (ctrl+s, or the button) checks the settings in a thread worker with the sa
 `experiments.validate` as `powerbert run` (task files present and readable, model loadable),
 shows what is wrong in one line under the form, and otherwise creates the experiment and
 launches its detached supervisor exactly as `powerbert run --detach` does.
+
+Tab walks the fields in the order they are shown, starting at the first task's box.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from powerbert.config import absolute_model, absolute_path, parse_gpus
 from powerbert.errors import first_line
 from powerbert.tasks import TASKS
 from tui.messages import FormChecked
+from tui.widgets.tick_box import TickBox
 
 AUTO = "auto"
 
@@ -65,11 +68,13 @@ class NewExperimentScreen(Screen):
         from powerbert.profiles import PROFILES  # torch: already imported by the app's warm-up
 
         yield Header()
-        with VerticalScroll(id="form"):
+        # Not focusable itself: as a tab stop of its own it took the first focus and one Tab in
+        # every round, so what was typed next went nowhere. Focus moves keep it scrolled.
+        with VerticalScroll(id="form", can_focus=False):
             with Horizontal(classes="field"):
                 yield Label("Tasks")
                 for task in TASKS.values():
-                    yield Checkbox(task.name, value=not task.optional, id=f"task-{task.name}")
+                    yield TickBox(task.name, value=not task.optional, id=f"task-{task.name}")
             yield from field("Data directory", Input(compact=True, placeholder="built-in demo data", id="data-dir"))
             yield from field("Model", Input(compact=True, placeholder="offline MiniLM (or a Hugging Face id or folder)", id="model"))
             options = [("auto: demo, or best with a data directory", AUTO)] + [(p, p) for p in PROFILES]

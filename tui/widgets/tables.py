@@ -24,7 +24,9 @@ class ExperimentsTable(LiveTable):
     def __init__(self, **kwargs) -> None:
         columns = [("mark", " "), ("name", "name"), ("tasks", "tasks"), ("model", "model"),
                    ("status", "status"), ("runs", "runs"), ("started", "started"), ("best", "best")]
-        super().__init__(columns, **kwargs)
+        # Where not everything fits (80 columns and a default name, 'sst+para+sts-20250101-120000'),
+        # these go first, in this order: the results and experiment views show them too.
+        super().__init__(columns, optional=("model", "tasks", "started"), **kwargs)
 
     def show_experiments(self, rows: dict, names_newest_first: list[str]) -> None:
         # rows added later (new experiments) are sorted back into newest-first order
