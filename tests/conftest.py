@@ -40,3 +40,19 @@ def db_path(tmp_path) -> Path:
     path = tmp_path / "runs.db"
     prepare_db(path, tmp_path / "runs")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment(tmp_path_factory, tiny_model_dir, toy_data_dir):
+    """A finished seven-run experiment on the tiny model (tests/test_predict.py builds it once)."""
+    from tests.test_predict import build_tiny_experiment
+
+    return build_tiny_experiment(tmp_path_factory.getbasetemp() / "tiny-experiment", tiny_model_dir, toy_data_dir)
+
+
+@pytest.fixture
+def db(tiny_experiment, tmp_path) -> Path:
+    """A private copy of the finished experiment's runs.db (commands may write to it)."""
+    from tests.test_predict import copy_db
+
+    return copy_db(tiny_experiment.db, tmp_path / "runs.db")

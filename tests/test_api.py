@@ -13,19 +13,9 @@ import pytest
 import powerbert
 from powerbert.inference import predict
 from powerbert.store import Store
-from tests.test_predict import EXPERIMENT, build_tiny_experiment, copy_db, one_torch_thread
+from tests.test_predict import EXPERIMENT, one_torch_thread
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-@pytest.fixture(scope="module")
-def tiny_experiment(tmp_path_factory, tiny_model_dir, toy_data_dir):
-    return build_tiny_experiment(tmp_path_factory.getbasetemp() / "tiny-experiment", tiny_model_dir, toy_data_dir)
-
-
-@pytest.fixture
-def db(tiny_experiment, tmp_path):
-    return copy_db(tiny_experiment.db, tmp_path / "runs.db")
 
 
 def readme_api_example() -> str:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from powerbert.cli.app import app
 from powerbert.data.files import read_task_file
 from powerbert.store import Store
-from tests.test_predict import EXPERIMENT, build_tiny_experiment, copy_db, fail_run, one_torch_thread
+from tests.test_predict import EXPERIMENT, fail_run, one_torch_thread
 
 MODELS = ["sst", "para", "sts", "sst+para", "sst+sts", "para+sts", "sst+para+sts"]
 SCHEMES = ["voting", "weighted", "single", "learned"]
@@ -23,17 +23,6 @@ SCHEMES = ["voting", "weighted", "single", "learned"]
 def _one_torch_thread():
     with one_torch_thread():
         yield
-
-
-@pytest.fixture(scope="session")
-def tiny_experiment(tmp_path_factory, tiny_model_dir, toy_data_dir):
-    return build_tiny_experiment(tmp_path_factory.getbasetemp() / "tiny-experiment", tiny_model_dir, toy_data_dir)
-
-
-@pytest.fixture
-def db(tiny_experiment, tmp_path):
-    """A private copy of the finished experiment's runs.db (commands may write to it)."""
-    return copy_db(tiny_experiment.db, tmp_path / "runs.db")
 
 
 def invoke(*args: str):
@@ -60,6 +49,7 @@ def test_ensemble_with_a_failed_run_names_what_is_missing(db):
 
 
 def test_ensemble_without_finished_runs_is_a_clear_error(tmp_path):
+    Store(tmp_path / "empty.db").close()  # a database with no experiment in it
     result = invoke("ensemble", "--db", tmp_path / "empty.db")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: no experiments in")

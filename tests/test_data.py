@@ -1,4 +1,7 @@
-"""Reading and validating task files: every bad input gets a one-line FILE:LINE message."""
+"""Reading and validating task files: every bad input gets a one-line FILE:LINE message.
+
+Over 300 lines on purpose: one case per kind of bad row, the catalogue of what users get wrong in task files.
+"""
 
 from __future__ import annotations
 

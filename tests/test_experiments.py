@@ -20,25 +20,7 @@ from powerbert.config import TrainConfig
 from powerbert.runner import experiments
 from powerbert.runner.liveness import reconcile, run_is_alive
 from powerbert.store import ExperimentStatus, RunStatus, Store, process_start_time
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def tiny_config(tiny_model_dir, toy_data_dir, tasks, **kw) -> TrainConfig:
-    base = dict(
-        tasks=tasks, data_dir=str(toy_data_dir), model=str(tiny_model_dir), epochs=1, max_train=32,
-        batch_size=16, lr=1e-3, precision="fp32", checkpoint_every_s=1e9,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+from tests.faults.helpers import tiny_config, wait_until
 
 
 @pytest.fixture
@@ -108,29 +90,6 @@ def test_killed_worker_is_lost_then_resume_finishes_without_duplicate_steps(star
     assert done.status == RunStatus.FINISHED, done.error
     steps = [m.step for m in store.metrics(run.id, names=["loss"])]
     assert steps == list(range(1, done.total_steps + 1))  # no duplicate, no gap
-
-
-def test_a_run_killed_at_step_10_resumes_from_its_first_checkpoint_not_from_0(started, tiny_model_dir, toy_data_dir):
-    """The interval between resume checkpoints is far longer than the run gets: only the early
-    checkpoint after the first step exists when the worker is killed."""
-    from powerbert.views import resume_step
-
-    db, store, start = started
-    config = tiny_config(tiny_model_dir, toy_data_dir, ("sst",), epochs=100_000, max_train=None, checkpoint_every_s=1e9)
-    exp = start(config)
-    run = store.runs(exp.id)[0]
-    wait_until(lambda: (store.get_run(run.id).step or 0) >= 10, 120, "training to pass step 10")
-    os.kill(store.get_run(run.id).pid, signal.SIGKILL)
-    wait_until(lambda: reconcile(store, exp.id)[0].status == RunStatus.LOST, 60, "the run to be marked lost")
-    lost = store.get_run(run.id)
-    step = resume_step(lost)
-    assert step is not None and 1 <= step <= lost.step
-    wait_until(lambda: store.get_experiment(exp.id).status.is_terminal, 60, "the supervisor to end")
-    experiments.resume(db, store, exp.name)
-    log = Path(run.out_dir) / "worker.log"
-    resumed = f"resumed from {Path(run.out_dir) / 'last.safetensors'} at step {step}"
-    wait_until(lambda: log.exists() and resumed in log.read_text(), 120, f"the worker to resume from step {step}")
-    experiments.stop(store, exp.name, grace_s=30)
 
 
 def test_sigterm_stops_with_a_checkpoint(started, tiny_model_dir, toy_data_dir):

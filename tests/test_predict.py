@@ -5,6 +5,8 @@ corrupt checkpoints are handled the way the user is told.
 The experiment is trained in-process, without the supervisor: seven tiny runs on toy data, built
 once per session (`tiny_experiment`) and shared with tests/test_cli_results.py. Tests that break
 something work on a copy of runs.db.
+
+Over 300 lines on purpose: every case shares its one expensive fixture, seven trained tiny runs.
 """
 
 from __future__ import annotations
@@ -84,11 +86,6 @@ def one_torch_thread():
 def _one_torch_thread():
     with one_torch_thread():
         yield
-
-
-@pytest.fixture(scope="session")
-def tiny_experiment(tmp_path_factory, tiny_model_dir, toy_data_dir) -> TinyExperiment:
-    return build_tiny_experiment(tmp_path_factory.getbasetemp() / "tiny-experiment", tiny_model_dir, toy_data_dir)
 
 
 def copy_db(src: Path, dst: Path) -> Path:

@@ -3,6 +3,8 @@ results round trips, and the process identity checks. The database file itself (
 migrations, refusals, modes): tests/test_store_files.py.
 
 Run: python -m pytest tests/test_store.py -q
+
+Over 300 lines on purpose: one small case per Store method and status change; the database file's own cases are already split out.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 refuses (unwritable folders, no WAL, not a database) or keeps private.
 
 Run: python -m pytest tests/test_store_files.py -q
+
+Over 300 lines on purpose: each migration, refusal and file-mode guarantee has its own case.
 """
 
 from __future__ import annotations

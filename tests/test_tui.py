@@ -2,6 +2,8 @@
 experiments list and the experiment view. Helpers and the prepared database: tests/tui_harness.py.
 
 Run: python -m pytest tests/test_tui.py -q
+
+Over 300 lines on purpose: the pilot cases share one app harness and one prepared database.
 """
 
 from __future__ import annotations

@@ -27,18 +27,9 @@ from powerbert.model import checkpoint as ckpt
 from powerbert.runner import experiments, worker
 from powerbert.store import ExperimentStatus, RunStatus, Store
 from powerbert.training import loop
-from tests.faults.helpers import ROOT, cli_env
+from tests.faults.helpers import ROOT, cli_env, tiny_config
 
 DIVERGED = "dev scores are NaN at epoch 1: the run diverged; try a lower lr"
-
-
-def tiny_config(model_dir, data_dir, tasks=("sts",), **kw) -> TrainConfig:
-    base = dict(
-        tasks=tuple(tasks), data_dir=str(data_dir), model=str(model_dir), epochs=1, max_train=32,
-        batch_size=16, lr=1e-3, precision="fp32", checkpoint_every_s=1e9,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 @contextmanager
@@ -84,14 +75,14 @@ def test_a_run_whose_dev_scores_are_all_nan_stops_with_a_clear_error_and_keeps_n
             evals.append(result)
 
     with pytest.raises(UserError, match=DIVERGED) as caught:
-        loop.train_subset(tiny_config(tiny_model_dir, toy_data_dir), tmp_path / "out", Record())
+        loop.train_subset(tiny_config(tiny_model_dir, toy_data_dir, tasks=("sts",)), tmp_path / "out", Record())
     assert type(caught.value).__name__ == "TrainingDiverged"
     assert evals == []  # a NaN epoch is never reported as the best one
     assert not (tmp_path / "out" / "best.safetensors").exists()
 
 
 def test_the_worker_records_a_diverged_run_as_failed_with_the_reason(diverging, tiny_model_dir, toy_data_dir, tmp_path):
-    store, run = new_run(tmp_path, tiny_config(tiny_model_dir, toy_data_dir))
+    store, run = new_run(tmp_path, tiny_config(tiny_model_dir, toy_data_dir, tasks=("sts",)))
     with own_signal_handlers():
         assert worker.run_worker(str(store.path), run.id, "cpu") == 1
     failed = store.get_run(run.id)
@@ -155,14 +146,16 @@ def test_resume_reads_the_checkpoints_tensors_once(monkeypatch, tiny_model_dir, 
     with safe_open(str(last), framework="pt") as f:
         assert json.loads(f.metadata()["powerbert"])["step"] == 3
 
+    import safetensors.torch
+
     reads = []
-    load_file = ckpt.load_file
+    load_file = safetensors.torch.load_file  # checkpoint.py imports it where it reads tensors
 
     def counting(path, *args, **kwargs):
         reads.append(Path(path))
         return load_file(path, *args, **kwargs)
 
-    monkeypatch.setattr(ckpt, "load_file", counting)
+    monkeypatch.setattr(safetensors.torch, "load_file", counting)
     with own_signal_handlers():
         assert worker.run_worker(str(store.path), run.id, "cpu") == 0, store.get_run(run.id).error
     assert reads.count(last) == 1, reads  # the step comes from the header, the tensors once

@@ -139,16 +139,7 @@ def check_file_header(task: Task | str, path: Path | str) -> None:
     """Check only that `path` exists and has `task`'s header (labelled or not): a quick look
     before minutes of work (loading models to predict it), which still parse every row after."""
     task, path = get_task(task), Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64 * 1024)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found (expected a {task.name} file)") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the file ({e.strerror})") from None
-    text = head.decode("utf-8-sig", errors="surrogateescape")
-    if not text.strip():
-        raise DataError(f"{path}: file is empty: expected a header line {column_list(('', *task.columns))}")
+    text = _read_text(path, task, None, limit=64 * 1024)
     _read_header(csv.reader(io.StringIO(text, newline=""), delimiter="\t"), path, task)
 
 
@@ -225,12 +216,14 @@ def _split_of(task: Task, path: Path) -> str | None:
     return None
 
 
-def _read_text(path: Path, task: Task, split: str | None) -> str:
+def _read_text(path: Path, task: Task, split: str | None, *, limit: int = -1) -> str:
+    """The file's text (its first `limit` bytes when given), with one-line errors naming it."""
     what = f"the {task.title} {split} file" if split else f"a {task.title} file"
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a file (expected {what})")
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(limit)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found (expected {what})") from None
     except OSError as e:

@@ -6,6 +6,8 @@ beats a heartbeat from a background thread, writes metrics in batches, stores th
 dev outputs, and ends the run as finished, stopped (SIGTERM, or the status set to stopped in
 runs.db), failed (an exception, with its one-line reason and the log tail) or lost (its training
 made no progress for STALL_AFTER_S: the heartbeat thread records it and kills the process).
+
+About 300 lines: the worker's callbacks, heartbeat and stall watchdog belong with the process they watch.
 """
 
 from __future__ import annotations

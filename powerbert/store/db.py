@@ -19,6 +19,8 @@ does not keep these guarantees: `Database(path)` lets sqlite3 create the file wi
 mode (0644), sets no busy timeout beyond sqlite3's default, and `Database.enable_wal()` neither
 retries the switch when a process opening the same new file holds it, nor reports that the
 filesystem kept another journal mode (it returns nothing), which must be refused here.
+
+Over 300 lines on purpose: each guarantee is written down beside the code that keeps it.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def test_8_the_command_refuses_a_newer_database_naming_both_versions(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_18_a_database_in_a_read_only_folder_is_refused(tmp_path, tmpfs):
+def test_18_a_database_in_a_read_only_folder_is_refused_to_writers_and_read_by_readers(tmp_path, tmpfs):
     # A new database where nothing can be created.
     ro = tmpfs(tmp_path / "ro", "1m", readonly=True)
     with pytest.raises(StoreError, match=f"^{ro / 'runs.db'}: cannot create the database: Read-only file system$"):
@@ -126,10 +126,12 @@ def test_18_a_database_in_a_read_only_folder_is_refused(tmp_path, tmpfs):
     remount(rw, "ro")
     with pytest.raises(StoreError, match=f"^{rw / 'runs.db'}: folder {rw} is not writable$"):
         open_db(rw / "runs.db")
-    # The command says it in one line.
-    out = cli("list", env=cli_env(rw / "runs.db"))
+    # A command that writes says it in one line; a command that only reads reads it.
+    out = cli("stop", "kept", env=cli_env(rw / "runs.db"))
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert f"{rw / 'runs.db'}: folder {rw} is not writable" in " ".join(out.stderr.split())
+    out = cli("list", env=cli_env(rw / "runs.db"))
+    assert out.returncode == 0 and "kept" in out.stdout, out.stderr
     remount(rw, "rw")
     with Store(rw / "runs.db") as store:  # nothing was damaged
         assert [e.name for e in store.list_experiments()] == ["kept"]

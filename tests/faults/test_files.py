@@ -1,6 +1,8 @@
 """Files under faults: a full or read-only disk (case 10), a crash between writing a checkpoint
 and renaming it (11), truncated, corrupt and pickled checkpoints (12, 13), and a task file that
 went bad after the experiment was checked (14). Real tmpfs mounts, real kills, real workers.
+
+Over 300 lines on purpose: each fault needs its own real set-up (mounts, kills, crafted files).
 """
 
 from __future__ import annotations

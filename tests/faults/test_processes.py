@@ -21,7 +21,7 @@ import pytest
 
 from powerbert.model import checkpoint as ckpt
 from powerbert.runner import experiments
-from powerbert.runner.liveness import run_is_alive
+from powerbert.runner.liveness import reconcile, run_is_alive
 from powerbert.store import RunStatus, Store, process_start_time
 from tests.faults.helpers import alive, cli, cli_env, session_members, tiny_config, wait_until
 
@@ -67,6 +67,21 @@ SLOW_EVAL_WORKER = (
     "        time.sleep(0.5); on_batch(*a)\n"
     "    return evaluate(*args[:4], batch_size=4, on_batch=each)\n"
     "train.evaluate = slow\n"
+    "sys.exit(worker.main(['--db', sys.argv[1], '--run', sys.argv[2]]))\n"
+)
+
+
+# The real worker, killed by SIGKILL the moment its 10th step is recorded: long before the
+# first interval of resume checkpoints, and within the first epoch.
+KILLED_AT_10 = (
+    "import os, signal, sys\n"
+    "from powerbert.runner import worker\n"
+    "step = worker.StoreCallbacks.on_step\n"
+    "def die_at_10(self, n, *rest):\n"
+    "    step(self, n, *rest)\n"
+    "    if n == 10:\n"
+    "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    "worker.StoreCallbacks.on_step = die_at_10\n"
     "sys.exit(worker.main(['--db', sys.argv[1], '--run', sys.argv[2]]))\n"
 )
 
@@ -182,4 +197,24 @@ def test_a_dev_evaluation_longer_than_the_stall_limit_is_not_taken_for_a_hang(tm
     assert worker.returncode == 0 and done.status == RunStatus.FINISHED, (done.status, done.error)
     # The evaluation took 15 batches x 0.5 s, far past the 2 s limit, and it was scored.
     assert done.best_scores and "sst" in done.best_scores
+    store.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_run_killed_at_its_10th_step_resumes_from_a_checkpoint_not_from_step_0(tmp_path, janitor, tiny_model_dir, toy_data_dir):
+    from powerbert.views import resume_step
+
+    # 240 steps per epoch and no interval checkpoint: only the early one after step 1 can exist.
+    config = tiny_config(tiny_model_dir, toy_data_dir, ("sst",), epochs=2, max_train=None, batch_size=1, checkpoint_every_s=1e9)
+    store, run, worker = start_patched_worker(tmp_path, janitor, config, "killed10", KILLED_AT_10)
+    assert worker.wait(timeout=150) == -signal.SIGKILL
+    lost = reconcile(store, run.experiment_id)[0]
+    assert lost.status == RunStatus.LOST
+    step = resume_step(lost)
+    assert step is not None and 1 <= step < 10  # the checkpoint after the first step
+    experiments.resume(tmp_path / "runs.db", store, "killed10")
+    log = Path(run.out_dir) / "worker.log"
+    resumed = f"resumed from {Path(run.out_dir) / 'last.safetensors'} at step {step}"
+    wait_until(lambda: resumed in log.read_text(), 120, f"the worker to resume from step {step}")
+    experiments.stop(store, "killed10", grace_s=30)
     store.close()

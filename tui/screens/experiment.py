@@ -95,6 +95,7 @@ class ExperimentScreen(PollingScreen):
         self.curves = Curves()
         self._last_gpu = float("-inf")
         self._starts = AttemptStarts()  # touched only by the fetch worker
+        self._planning = False  # a delete is being worked out: a second d waits for its question
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -246,10 +247,13 @@ class ExperimentScreen(PollingScreen):
             self.post_message(ActionDone(text, ok=False))
 
     def on_action_done(self, message: ActionDone) -> None:
+        self._planning = False  # a refused plan ends here
         self.notify(message.text, severity="information" if message.ok else "error")
         self.poll_now()
 
     def on_deletion_planned(self, message: DeletionPlanned) -> None:
+        self._planning = False
+
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self._act("delete", message.run_id)
@@ -281,7 +285,9 @@ class ExperimentScreen(PollingScreen):
         if run.status == RunStatus.RUNNING:
             self.notify(f"{name} is running: stop it (s) before deleting it", severity="warning")
             return
-        self._act("plan-delete", run.id)  # asks once it knows how much disk the files take
+        if not self._planning:
+            self._planning = True
+            self._act("plan-delete", run.id)  # asks once it knows how much disk the files take
 
     def action_back(self) -> None:
         self.app.pop_screen()

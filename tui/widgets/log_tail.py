@@ -1,8 +1,9 @@
 """The tail of a run's worker.log, appended to as the file grows (read in the fetch worker).
 
 Long lines wrap at the pane's width, so an eval line keeps its last scores and a traceback its
-whole path; the pane never scrolls sideways. The lines are kept as written and wrapped again
-when the pane's width changes (RichLog wraps once, when a line is written). Lines that look
+whole path; the pane never scrolls sideways, and a wrapped line's continuation is indented so it
+does not read as a line of its own. The lines are kept as written and wrapped again when the
+pane's width changes (RichLog wraps once, when a line is written). Lines that look
 like errors are red, so a traceback stands out in a long log. When there is no log file (a run
 that never started, or whose folder is gone), the tail stored in runs.db with the run's final
 status is shown instead.
@@ -20,6 +21,7 @@ from tui.fetch import LogChunk
 
 ERROR_WORDS = ("Traceback", "Error", "error:", "Exception", "Killed")
 MAX_LINES = 2000
+INDENT = "  "  # before each continuation of a wrapped line
 
 
 def log_line(line: str) -> Text:
@@ -58,7 +60,19 @@ class LogTail(RichLog):
 
     def _add(self, text: Text) -> None:
         self.texts.append(text)
-        self.write(text)
+        self._write_wrapped(text)
+
+    def _write_wrapped(self, text: Text) -> None:
+        width = self.scrollable_content_region.width
+        if text.cell_len <= width or width <= 2 * len(INDENT):
+            # Fits, or no width yet: RichLog keeps a line written before it has a size until the
+            # first resize, which writes every line again, wrapped like this.
+            self.write(text)
+            return
+        first, *rest = text.wrap(self.app.console, width - len(INDENT))
+        self.write(first)
+        for line in rest:
+            self.write(Text.assemble(INDENT, line))
 
     def _clear(self) -> None:
         self.texts.clear()
@@ -71,4 +85,4 @@ class LogTail(RichLog):
             self._wrapped_at = width
             self.clear()
             for text in self.texts:
-                self.write(text)
+                self._write_wrapped(text)

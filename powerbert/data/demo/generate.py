@@ -10,6 +10,8 @@ rerun it from the repository root with
 Files follow the CS224N format exactly (tab-separated, header with an empty first cell, row
 numbers, hex ids, csv quoting), so `powerbert.data.files` reads them like the real ones. Train, dev and
 test-student come from the same generator with different seeds, and no row repeats across them.
+
+Over 300 lines on purpose: most of it is word lists and templates, data rather than logic.
 """
 
 from __future__ import annotations
