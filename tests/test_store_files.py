@@ -26,7 +26,7 @@ from powerbert.store import (
 )
 from powerbert.store import db as db_module
 from powerbert.store import migrations as migrations_module
-from powerbert.store.migrations import MIGRATION_SET, m001_initial, migration_names
+from powerbert.store.migrations import MIGRATION_SET, m001_initial, m002_earlier_elapsed, migration_names
 from powerbert.tasks import power_set
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +45,7 @@ EXPECTED_COLUMNS = {
         "ended_at": "REAL", "exit_code": "INTEGER", "error": "TEXT", "log_tail": "TEXT",
         "checkpoint": "TEXT", "out_dir": "TEXT", "epoch": "INTEGER", "step": "INTEGER",
         "total_steps": "INTEGER", "loss": "REAL", "best_scores": "TEXT", "best_overall": "REAL",
-        "attempt": "INTEGER", "updated_at": "REAL",
+        "attempt": "INTEGER", "updated_at": "REAL", "earlier_elapsed": "REAL",
     },
     "metrics": {
         "id": "INTEGER", "run_id": "INTEGER", "step": "INTEGER", "epoch": "REAL",
@@ -130,8 +130,9 @@ def _add_note_column(db: Database) -> None:
     db.execute("CREATE TABLE tags (run_id INTEGER REFERENCES runs(id), tag TEXT)")
 
 
-VERSION_1 = (("m001_initial", m001_initial),)
-VERSION_2 = (*VERSION_1, ("m002_note", _add_note_column))
+# The schema this code builds, then one more migration as a later release would add it.
+VERSION_1 = (("m001_initial", m001_initial), ("m002_earlier_elapsed", m002_earlier_elapsed))
+VERSION_2 = (*VERSION_1, ("m003_note", _add_note_column))
 
 
 def test_version_1_database_keeps_its_data_through_a_new_migration(tmp_path, monkeypatch):
@@ -143,12 +144,12 @@ def test_version_1_database_keeps_its_data_through_a_new_migration(tmp_path, mon
         run = store.runs(exp.id)[0]
         store.add_metrics(run.id, [(1, 0.1, "train", "loss", 0.5)])
         store.update_run(run.id, best_scores={"sst": 0.5})
-        assert schema_version(store.conn) == 1
+        assert schema_version(store.conn) == len(VERSION_1)
 
     monkeypatch.setattr(migrations_module, "MIGRATIONS", migration_set(*VERSION_2))
     with Store(path) as store:
-        assert schema_version(store.conn) == 2
-        assert applied(store.conn) == ["m001_initial", "m002_note"]
+        assert schema_version(store.conn) == len(VERSION_2)
+        assert applied(store.conn) == ["m001_initial", "m002_earlier_elapsed", "m003_note"]
         assert "note" in columns(store.conn, "runs")
         assert [tuple(r) for r in store.conn.execute("SELECT DISTINCT note FROM runs")] == [
             ("none",)
@@ -173,8 +174,8 @@ def test_database_built_by_hand_at_version_1_is_migrated(tmp_path, monkeypatch):
     raw.close()
     monkeypatch.setattr(migrations_module, "MIGRATIONS", migration_set(*VERSION_2))
     conn = open_db(path)
-    assert schema_version(conn) == 2
-    assert applied(conn) == ["m001_initial", "m002_note"]
+    assert schema_version(conn) == len(VERSION_2)
+    assert applied(conn) == ["m001_initial", "m002_earlier_elapsed", "m003_note"]
     assert conn.execute("SELECT name FROM experiments").fetchall() == [("hand",)]
     assert "note" in columns(conn, "runs")
     conn.close()
@@ -199,12 +200,12 @@ def _database_of_powerbert_before_sqlite_utils(path) -> None:
 def test_database_of_the_previous_release_opens_and_migrates(tmp_path, monkeypatch):
     path = tmp_path / "runs.db"
     _database_of_powerbert_before_sqlite_utils(path)
-    conn = open_db(path)  # the current schema: nothing to apply, only the record to adopt
-    assert schema_version(conn) == 1
-    assert applied(conn) == ["m001_initial"]
+    conn = open_db(path)  # the record to adopt, then the migrations since that release
+    assert schema_version(conn) == len(KNOWN)
+    assert applied(conn) == KNOWN
     # applied_at carried over from the old record, in the text sqlite-utils writes
-    (record,) = Migrations(MIGRATION_SET).applied(inspect(conn))
-    assert record.applied_at == "2023-11-14 22:13:20+00:00"
+    record = Migrations(MIGRATION_SET).applied(inspect(conn))[0]
+    assert record.name == "m001_initial" and record.applied_at == "2023-11-14 22:13:20+00:00"
     assert "migrations" not in inspect(conn).table_names()  # one record, not two
     assert conn.execute("SELECT name FROM experiments").fetchall() == [("kept",)]
     conn.close()
@@ -212,8 +213,8 @@ def test_database_of_the_previous_release_opens_and_migrates(tmp_path, monkeypat
     _database_of_powerbert_before_sqlite_utils(tmp_path / "older.db")
     monkeypatch.setattr(migrations_module, "MIGRATIONS", migration_set(*VERSION_2))
     with Store(tmp_path / "older.db") as store:  # and straight to a newer schema
-        assert schema_version(store.conn) == 2
-        assert applied(store.conn) == ["m001_initial", "m002_note"]
+        assert schema_version(store.conn) == len(VERSION_2)
+        assert applied(store.conn) == ["m001_initial", "m002_earlier_elapsed", "m003_note"]
         assert "note" in columns(store.conn, "runs")
         assert [e.name for e in store.list_experiments()] == ["kept"]
 
@@ -248,7 +249,7 @@ def test_newer_schema_is_refused(tmp_path, monkeypatch):
     def nothing(db: Database) -> None:
         pass
 
-    knows_5 = migration_set(*VERSION_1, *((f"m00{n}_nothing", nothing) for n in range(2, 6)))
+    knows_5 = migration_set(*VERSION_1, *((f"m00{n}_nothing", nothing) for n in range(len(VERSION_1) + 1, 6)))
     monkeypatch.setattr(migrations_module, "MIGRATIONS", knows_5)
     with pytest.raises(StoreError) as err:
         open_db(path)

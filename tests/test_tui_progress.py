@@ -155,3 +155,28 @@ async def test_resumed_run_shows_this_attempts_eta_and_where_it_resumes(db_path)
         assert "epoch 2 of 2, step 22 of 40" in plain(detail)
         table.move_to(str(lost.id))
         await wait_for(pilot, lambda: "resumes from step 4" in plain(detail), what="the resume step")
+
+
+def test_elapsed_adds_up_every_attempt(tmp_path):
+    """A run that trained 100 s, was stopped, and resumed 50 s ago shows 150 s, in the CLI's
+    Run.elapsed and in the dashboard's cells alike; queued in between, it shows the 100 s."""
+    from powerbert.store import RunStatus, Store
+    from tui.rows import elapsed
+
+    with Store(tmp_path / "runs.db") as store:
+        exp = store.create_experiment("e", ("sst",), {"train": {}}, str(tmp_path), [("sst",)])
+        run = store.claim_next_queued(exp.id)
+        store.update_run(run.id, started_at=1000.0, heartbeat_at=1100.0)
+        store.finish_run(run.id, RunStatus.STOPPED)
+        store.update_run(run.id, ended_at=1100.0)
+        store.requeue_run(run.id)
+        queued = store.get_run(run.id)
+        assert queued.status == RunStatus.QUEUED and queued.earlier_elapsed == 100.0
+        assert queued.elapsed == 100.0 and elapsed(queued, now=5000.0) == 100.0
+        store.claim_next_queued(exp.id)
+        store.update_run(run.id, started_at=2000.0)
+        resumed = store.get_run(run.id)
+        assert elapsed(resumed, now=2050.0) == 150.0
+        store.finish_run(run.id, RunStatus.FINISHED)
+        store.update_run(run.id, ended_at=2050.0)
+        assert store.get_run(run.id).elapsed == 150.0

@@ -26,11 +26,11 @@ def status_text(status) -> Text:
 
 
 def elapsed(run: Run, now: float) -> float | None:
-    """Like Run.elapsed, against the dashboard's clock (so tests can freeze it); none while
-    queued (a resumed run keeps its old start time until a worker takes it)."""
+    """Like Run.elapsed (every attempt added up), against the dashboard's clock (so tests can
+    freeze it). A queued run shows what its earlier attempts trained, if any."""
     if run.started_at is None or run.status == RunStatus.QUEUED:
-        return None
-    return max(0.0, (run.ended_at if run.ended_at is not None else now) - run.started_at)
+        return run.earlier_elapsed or None
+    return run.earlier_elapsed + max(0.0, (run.ended_at if run.ended_at is not None else now) - run.started_at)
 
 
 def current_epoch(run: Run) -> int | None:

@@ -18,7 +18,7 @@ from rich.text import Text
 from powerbert.runner.cleanup import fmt_bytes, tree_bytes
 from powerbert.runner.liveness import reconcile
 from powerbert.store import Experiment, Run, RunStatus, Store, run_label
-from powerbert.views import STATUS_STYLE, eta_seconds, experiment_summaries, fmt_duration, resume_step
+from powerbert.views import STATUS_STYLE, attempt_start_step, eta_seconds, experiment_summaries, fmt_duration, resume_step
 
 
 def overall_cell(experiment: Experiment, run: Run) -> str:
@@ -29,7 +29,8 @@ def overall_cell(experiment: Experiment, run: Run) -> str:
     return f"{run.best_overall:.3f}" if set(run.tasks) >= set(experiment.tasks) else "·"
 
 
-def runs_table(experiment: Experiment, runs: list[Run]) -> Table:
+def runs_table(experiment: Experiment, runs: list[Run], start_steps: dict[int, int | None] | None = None) -> Table:
+    """`start_steps`: the step each running run's attempt started from, for its ETA."""
     # A light box and one space of padding keep seven runs and three tasks inside 80 columns.
     table = Table(title=f"{experiment.name} — {experiment.status}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
     for header in ("run", "status", "device", "step", "loss", *experiment.tasks, "overall", "time", "ETA"):
@@ -45,7 +46,7 @@ def runs_table(experiment: Experiment, runs: list[Run]) -> Table:
             run.device or "-", step,
             f"{run.loss:.3f}" if run.loss is not None else "-", *scores,
             overall_cell(experiment, run),
-            fmt_duration(run.elapsed), fmt_duration(eta_seconds(run)),
+            fmt_duration(run.elapsed), fmt_duration(eta_seconds(run, start_step=(start_steps or {}).get(run.id))),
         )
     return table
 
@@ -70,7 +71,8 @@ def snapshot(store: Store, experiment_key: str | int) -> tuple[Experiment, list[
     experiment = store.get_experiment(experiment_key)
     runs = reconcile(store, experiment.id)
     experiment = store.get_experiment(experiment.id)
-    return experiment, runs, Group(runs_table(experiment, runs), *problems(runs))
+    starts = {r.id: attempt_start_step(store, r) for r in runs if r.status == RunStatus.RUNNING}
+    return experiment, runs, Group(runs_table(experiment, runs, starts), *problems(runs))
 
 
 def follow(store: Store, experiment_key: str | int, console: Console, refresh_s: float = 1.0) -> Experiment:

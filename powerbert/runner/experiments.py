@@ -247,7 +247,7 @@ def resume(db_path: Path | str, store: Store, key: str) -> tuple[Experiment, lis
         states = ", ".join(f"{r.subset} {r.status}" for r in runs)
         raise ExperimentError(f"nothing to resume in {experiment.name}: runs are {states}")
     for run in again:
-        store.update_run(run.id, status=RunStatus.QUEUED, ended_at=None, error=None, exit_code=None)
+        store.requeue_run(run.id)
     experiment = store.get_experiment(experiment.id)
     launch(db_path, store, experiment)
     return experiment, [store.get_run(r.id) for r in runs]

@@ -148,3 +148,10 @@ def m001_initial(db: Database) -> None:
 
 
 # Append new migrations below this line, never above.
+
+
+@migration
+def m002_earlier_elapsed(db: Database) -> None:
+    # Training time of a run's earlier attempts: each resume starts a new started_at, and the
+    # elapsed time users see must add up every attempt, not restart at 0.
+    run_statements(db, "ALTER TABLE runs ADD COLUMN earlier_elapsed REAL NOT NULL DEFAULT 0")

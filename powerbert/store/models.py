@@ -107,6 +107,7 @@ class Run:
     best_overall: float | None = None
     attempt: int = 0
     updated_at: float | None = None
+    earlier_elapsed: float = 0.0  # seconds trained by the attempts before this one
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -114,8 +115,12 @@ class Run:
 
     @property
     def elapsed(self) -> float | None:
-        """Seconds from start to end (or to now while it runs); None if never started."""
-        return _elapsed(self.started_at, self.ended_at)
+        """Seconds of training over every attempt: the earlier ones, plus this one from its
+        start to its end (or to now while it runs); None if never started."""
+        current = _elapsed(self.started_at, self.ended_at)
+        if current is None:
+            return self.earlier_elapsed or None
+        return self.earlier_elapsed + current
 
 
 @dataclass

@@ -28,6 +28,14 @@ from powerbert.tasks import TASKS, subset_name
 
 _RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
 
+# The attempt that ran (if any) joins earlier_elapsed before a new one starts: it ran from
+# started_at to its end, or to its last heartbeat when that came first (a lost run's ended_at is
+# when someone noticed, not when it died).
+_FOLD_ATTEMPT = (
+    "earlier_elapsed = earlier_elapsed + CASE WHEN started_at IS NULL THEN 0 ELSE MAX(0,"
+    " MIN(COALESCE(ended_at, heartbeat_at, started_at), COALESCE(heartbeat_at, ended_at, started_at)) - started_at) END"
+)
+
 
 def _canonical_subset(subset: Sequence[str] | str, experiment_tasks: Sequence[str]) -> str:
     names = subset.split("+") if isinstance(subset, str) else list(subset)
@@ -249,12 +257,22 @@ class RunsMixin(StoreBase):
             if row is None:
                 return None
             db.execute(
-                "UPDATE runs SET status = ?, started_at = ?, heartbeat_at = ?, updated_at = ?,"
+                f"UPDATE runs SET {_FOLD_ATTEMPT}, status = ?, started_at = ?, heartbeat_at = ?, updated_at = ?,"
                 " ended_at = NULL, exit_code = NULL, error = NULL, pid = NULL,"
                 " pid_start_time = NULL WHERE id = ?",
                 (RunStatus.RUNNING.value, now, now, now, row[0]),
             )
         return self.get_run(row[0])
+
+    def requeue_run(self, run_id: int) -> None:
+        """Queue a stopped, failed or lost run again (resume): its attempt's time is kept in
+        earlier_elapsed, so elapsed adds up every attempt."""
+        with self._write() as db:
+            db.execute(
+                f"UPDATE runs SET {_FOLD_ATTEMPT}, status = ?, started_at = NULL, ended_at = NULL, error = NULL,"
+                " exit_code = NULL, updated_at = ? WHERE id = ?",
+                (RunStatus.QUEUED.value, time.time(), run_id),
+            )
 
     def delete_run(self, run_id: int) -> None:
         """Delete a run with its metrics and dev outputs; a running run is refused."""
