@@ -16,7 +16,7 @@ from types import UnionType
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 from powerbert.errors import ConfigError
-from powerbert.tasks import parse_tasks
+from powerbert.tasks import TASKS, parse_tasks
 
 PairMode = Literal["cross", "bi"]  # how a pair is tokenised: one joined input, or two inputs
 
@@ -24,13 +24,16 @@ PairMode = Literal["cross", "bi"]  # how a pair is tokenised: one joined input, 
 @dataclass
 class HeadConfig:
     pooling: Literal["mean", "cls"] = "mean"  # how token states become one sentence embedding
-    para_head: Literal["cross", "bi"] = "cross"  # cross-encoder or bi-encoder features
-    sts_head: Literal["cosine", "regress"] = "cosine"  # the paper's cosine or a learned head
+    para_head: Literal["cross", "bi"] = "cross"  # pair classification (para): cross-encoder or bi-encoder features
+    sts_head: Literal["cosine", "regress"] = "cosine"  # pair regression (sts): the paper's cosine or a learned head
     dropout: float = 0.1  # on the embedding before each trained head
 
     def pair_mode(self, task: str) -> PairMode:
-        """How a task's rows must be tokenised for its head: only a cross-encoder para joins them."""
-        return self.para_head if task == "para" else "bi"
+        """How a task's rows are tokenised for its head: a pair classification (para, or any
+        classify/binary pair task) follows para_head; a pair regression (sts) is bi-encoded,
+        as its cosine head needs; a single sentence is one input either way."""
+        spec = TASKS[task]
+        return self.para_head if spec.is_pair and spec.kind != "regress" else "bi"
 
 
 @dataclass

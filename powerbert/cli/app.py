@@ -47,6 +47,8 @@ SurgeryOpt = Annotated[Optional[str], typer.Option("--surgery", help="Multitask 
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad-rows", help="Skip malformed rows (reported with their lines) instead of stopping.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="bf16 (autocast) or fp32.")]
+TasksFileOpt = Annotated[Optional[Path], typer.Option("--tasks-file", help="A TOML file declaring tasks of your own (default: ./powerbert.toml when there is one).", envvar="POWERBERT_TASKS_FILE", show_default=False)]
+SubsetsOpt = Annotated[Optional[str], typer.Option("--subsets", help="Which subsets to train: all (default), singles, pairs, full, upto:K, or names like sst,sst+para; comma-separated and combined.", show_default=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any other recipe setting as KEY=VALUE, repeatable: e.g. --set para_head=bi --set pooling=cls --set warmup=0.06.")]
 
 
@@ -67,7 +69,11 @@ def main_options(
 
 
 def training_overrides(**given) -> dict:
-    """Command-line values that override the profile (None = not given)."""
+    """Command-line values that override the profile (None = not given). The task file (given,
+    or ./powerbert.toml) is read first, so that --tasks can name its tasks."""
+    from powerbert.data.taskfile import load_declared_tasks
+
+    load_declared_tasks(given.pop("tasks_file", None))
     tasks = given.pop("tasks", None)
     if tasks is not None:
         from powerbert.tasks import parse_tasks

@@ -21,7 +21,9 @@ from powerbert.cli.app import (
     SeedOpt,
     SetOpt,
     SkipBadOpt,
+    SubsetsOpt,
     SurgeryOpt,
+    TasksFileOpt,
     TasksOpt,
     command,
     console,
@@ -34,6 +36,7 @@ from powerbert.cli.app import (
 @command
 def run(
     tasks: TasksOpt = None,
+    tasks_file: TasksFileOpt = None,
     data_dir: DataDirOpt = None,
     model: ModelOpt = None,
     profile: ProfileOpt = None,
@@ -46,6 +49,7 @@ def run(
     skip_bad_rows: SkipBadOpt = False,
     precision: PrecisionOpt = None,
     settings: SetOpt = None,
+    subsets: SubsetsOpt = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices to use, e.g. 0,1 ('cpu' for none); default: every GPU found.")] = None,
     runs_per_gpu: Annotated[int, typer.Option("--runs-per-gpu", min=1, help="Runs sharing one GPU at a time.")] = 1,
     max_parallel: Annotated[int, typer.Option("--max-parallel", min=1, help="Runs at once on a machine without a GPU (CPU threads are shared).")] = 1,
@@ -54,6 +58,7 @@ def run(
     name: Annotated[Optional[str], typer.Option("--name", help="Experiment name; default: tasks and time.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints and logs (one subfolder per experiment).", envvar="POWERBERT_OUT")] = Path("runs"),
     db: DbOpt = Path("runs.db"),
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Start without asking, however long the plan says it takes.")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Start and return at once; follow later with `powerbert watch`.")] = False,
 ) -> None:
     """Train every subset of the tasks (the power set) in the background, then ensemble them.
@@ -69,7 +74,7 @@ def run(
     from powerbert.tasks import DEFAULT_TASKS
 
     overrides = training_overrides(
-        tasks=tasks, data_dir=data_dir, model=model, epochs=epochs, max_train=max_train, lr=lr,
+        tasks=tasks, tasks_file=tasks_file, data_dir=data_dir, model=model, epochs=epochs, max_train=max_train, lr=lr,
         batch_size=batch_size, seed=seed, surgery=surgery, skip_bad_rows=skip_bad_rows, precision=precision,
         settings=settings,
     )
@@ -78,13 +83,16 @@ def run(
     if "tasks" not in overrides:
         config.tasks = DEFAULT_TASKS
     launch_gpus = parse_gpus(gpus)
+    from powerbert.subsets import select_subsets
+
+    chosen = select_subsets(config.tasks, subsets)
     for note in check_settings(config, gpus=launch_gpus):  # what --skip-bad-rows will skip
         console.print(note, highlight=False)
     with open_store(db, create=True) as store:
         exp = experiments.create_experiment(
             store, config, name=name, profile=profile, out_root=out, gpus=launch_gpus,
             runs_per_gpu=runs_per_gpu, max_parallel=max_parallel, baselines=baselines,
-            keep_resume_state=keep_resume_state,
+            keep_resume_state=keep_resume_state, subsets=chosen,
         )
         pid = experiments.launch(db, store, exp)
         console.print(f"experiment [bold]{exp.name}[/bold]: {len(store.runs(exp.id))} runs, supervisor pid {pid}, logs in {exp.out_dir}")

@@ -21,6 +21,7 @@ from powerbert.cli.app import (
     SetOpt,
     SkipBadOpt,
     SurgeryOpt,
+    TasksFileOpt,
     TasksOpt,
     command,
     console,
@@ -31,6 +32,7 @@ from powerbert.cli.app import (
 @command
 def train(
     tasks: TasksOpt = "sst",
+    tasks_file: TasksFileOpt = None,
     data_dir: DataDirOpt = None,
     model: ModelOpt = None,
     profile: ProfileOpt = None,
@@ -56,7 +58,7 @@ def train(
     from powerbert.training.loop import train_subset
 
     overrides = training_overrides(
-        tasks=tasks, data_dir=data_dir, model=model, epochs=epochs, max_train=max_train, lr=lr,
+        tasks=tasks, tasks_file=tasks_file, data_dir=data_dir, model=model, epochs=epochs, max_train=max_train, lr=lr,
         batch_size=batch_size, seed=seed, surgery=surgery, skip_bad_rows=skip_bad_rows, device=device,
         precision=precision, settings=settings,
     )

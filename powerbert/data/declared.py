@@ -132,7 +132,7 @@ def declared_label(task: Task, raw) -> float | None:
     if not math.isfinite(x):
         return None
     if task.kind == "regress":
-        return x
+        return x if task.label_min <= x <= task.label_max else None
     if not x.is_integer() or not 0 <= x < max(task.num_classes, 2):
         return None
     return x
@@ -140,7 +140,7 @@ def declared_label(task: Task, raw) -> float | None:
 
 def expected_label(task: Task) -> str:
     if task.kind == "regress":
-        return "a number"
+        return f"a number {task.label_min:g}..{task.label_max:g}"
     if task.label_names:
         return f"one of {', '.join(task.label_names)} (or its index 0..{len(task.label_names) - 1})"
     if task.kind == "binary":

@@ -79,8 +79,16 @@ def get_task(task: Task | str) -> Task:
 
 
 def task_path(task: Task | str, data_dir: Path | str | None, split: str) -> Path:
+    """Where a split of a task is: a built-in task's file in `data_dir` (None: the demo), or the
+    file a task file declared (`data_dir` does not apply; test-student is its test split)."""
+    task = get_task(task)
+    if not task.builtin:
+        declared = task.path("test" if split == "test-student" else split)
+        if declared is None:
+            raise DataError(f"task {task.name} declares no {split} file ({task.source or 'its task file'})")
+        return Path(declared)
     root = demo_dir() if data_dir is None else Path(data_dir).expanduser()
-    return root / get_task(task).file_name(split)
+    return root / task.file_name(split)
 
 
 def read_task_file(
@@ -92,6 +100,8 @@ def read_task_file(
     task, path = get_task(task), Path(path)
     split = _split_of(task, path)
     text = _read_text(path, task, split)
+    if task.format != "cs224n":
+        return _read_declared(task, path, split, text, skip_bad_rows)
     # newline="" leaves line ends to csv, so quoted fields and CRLF are handled the csv way and
     # reader.line_num counts physical lines (for the FILE:LINE in messages).
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
@@ -140,6 +150,11 @@ def check_file_header(task: Task | str, path: Path | str) -> None:
     before minutes of work (loading models to predict it), which still parse every row after."""
     task, path = get_task(task), Path(path)
     text = _read_text(path, task, None, limit=64 * 1024)
+    if task.format != "cs224n":
+        from powerbert.data.declared import read_declared_rows
+
+        read_declared_rows(task, path, "\n".join(text.splitlines()[:2]))  # the header (or first object) only
+        return
     _read_header(csv.reader(io.StringIO(text, newline=""), delimiter="\t"), path, task)
 
 
@@ -165,7 +180,19 @@ def load_split(
 def check_data_dir(
     data_dir: Path | str | None, tasks: Iterable[str], splits: Iterable[str] = ("train", "dev")
 ) -> None:
-    """Raise one DataError naming every file the tasks need that the folder lacks."""
+    """Raise one DataError naming every file the tasks need that the folder (or, for a declared
+    task, its task file) lacks."""
+    tasks = list(tasks)
+    for name in tasks:
+        task = get_task(name)
+        if not task.builtin:
+            for split in splits:
+                path = task_path(task, None, split)
+                if not path.is_file():
+                    raise DataError(f"{path}: file not found (the {split} file of task {task.name}, declared in {task.source or 'its task file'})")
+    tasks = [n for n in tasks if get_task(n).builtin]
+    if not tasks:
+        return
     root = demo_dir() if data_dir is None else Path(data_dir).expanduser()
     if not root.exists():
         raise DataError(f"data directory {root} does not exist")
@@ -210,9 +237,11 @@ def skipped_summary(data: TaskData) -> str | None:
 
 
 def _split_of(task: Task, path: Path) -> str | None:
-    prefix = f"{task.file_stem}-"
-    if path.name.startswith(prefix) and path.name.endswith(".csv"):
-        return path.name[len(prefix) : -len(".csv")]
+    if not task.builtin:
+        return next((split for split, p in task.files if Path(p) == path.resolve()), None)
+    prefix, _, suffix = task.file_name("{split}").partition("{split}")
+    if path.name.startswith(prefix) and path.name.endswith(suffix) and len(path.name) > len(prefix) + len(suffix):
+        return path.name[len(prefix) : len(path.name) - len(suffix)]
     return None
 
 
@@ -270,3 +299,29 @@ def _read_header(reader, path: Path, task: Task) -> tuple[int, bool, int]:
 # ---- showing values in messages -------------------------------------------------------------
 
 
+def _read_declared(task: Task, path: Path, split: str | None, text: str, skip_bad_rows: bool) -> TaskData:
+    """A declared task's CSV, TSV or JSON Lines file, with the same row checks and reporting."""
+    from powerbert.data.declared import parse_declared_row, read_declared_rows
+
+    rows, labelled = read_declared_rows(task, path, text)
+    examples: list[Example] = []
+    skipped: list[BadRow] = []
+    first_line_of: dict[str, int] = {}
+    for line, row in rows:
+        try:
+            if isinstance(row, RowError):
+                raise row
+            example = parse_declared_row(task, line, row, labelled)
+            if example.id in first_line_of:
+                raise RowError(f"column {task.id_column}: value '{show_value(example.id)}': expected a unique id (line {first_line_of[example.id]} has it too)")
+        except RowError as e:
+            message = f"{path}:{line}: {e}"
+            if not skip_bad_rows:
+                raise DataError(message) from None
+            skipped.append(BadRow(path, line, message))
+            continue
+        first_line_of[example.id] = line
+        examples.append(example)
+    if not examples and not skipped:
+        raise DataError(f"{path}: file has no rows: expected at least one example")
+    return TaskData(task, split or path.stem, path, examples, skipped, labelled)

@@ -8,6 +8,8 @@
     label = "queue"
     kind = "classify"                         # classify | binary | regress
     labels = ["billing", "bug", "account"]    # classify: names in class order; or num_classes = N
+                                              # binary: optional names for 0 and 1
+                                              # regress: range = [0, 5], the labels' scale
     metric = "accuracy"                       # accuracy | f1 | pearson | spearman
     id = "ticket_id"                          # optional; row numbers otherwise
 
@@ -34,7 +36,7 @@ else:  # pragma: no cover - Python 3.10
 
 DEFAULT_TASK_FILE = "powerbert.toml"
 FORMATS = ("csv", "tsv", "jsonl")
-KEYS = ("title", "train", "dev", "test", "files", "format", "text", "label", "kind", "labels", "num_classes", "metric", "id", "optional")
+KEYS = ("title", "train", "dev", "test", "files", "format", "text", "label", "kind", "labels", "num_classes", "range", "metric", "id", "optional")
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -109,6 +111,14 @@ def _task(name: str, table: dict, base: Path, where: _Locator) -> Task:
     elif labels is not None or num_classes is not None:
         key = "labels" if labels is not None else "num_classes"
         raise ConfigError(f"{at(key)}: {key}: a regress task has no classes: expected no {key}")
+    span = table.get("range")
+    if kind == "regress":
+        numbers = isinstance(span, list) and len(span) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in span)
+        if not numbers or not span[0] < span[1]:
+            where_range = at("range") if span is not None else where.table(name)
+            raise ConfigError(f"{where_range}: range: {span!r}: expected [lowest, highest], the scale of the labels (e.g. range = [0, 5])")
+    elif span is not None:
+        raise ConfigError(f"{at('range')}: range: only a regress task has a range of labels")
     metric = table.get("metric", "pearson" if kind == "regress" else "accuracy")
     allowed = ("pearson", "spearman") if kind == "regress" else ("accuracy", "f1")
     if metric not in METRICS or metric not in allowed:
@@ -127,7 +137,7 @@ def _task(name: str, table: dict, base: Path, where: _Locator) -> Task:
         raise ConfigError(f"{at('id')}: id: {id_column!r}: expected a column name")
     declaration = {
         "name": name, "title": table.get("title", name), "format": fmt, "files": files, "text": list(texts),
-        "label": table["label"], "kind": kind, "labels": labels, "num_classes": num_classes, "metric": metric,
+        "label": table["label"], "kind": kind, "labels": labels, "num_classes": num_classes, "range": span, "metric": metric,
         "id": id_column, "optional": bool(table.get("optional", False)), "source": str(where.path),
     }
     return declaration_to_task(declaration)
@@ -159,7 +169,7 @@ def check_task_data(task: Task, where: _Locator | None = None) -> None:
     from powerbert.data.files import read_task_file
 
     for split in ("train", "dev"):
-        path = Path(task.files[split])
+        path = Path(task.path(split))
         if not path.is_file():
             key = f"{where.key(task.name, split if split in where.keys(task.name) else 'files')}: " if where else ""
             raise DataError(f"{key}{split}: {path}: file not found: expected the task's {split} file")
@@ -210,3 +220,16 @@ class _Locator:
             if re.match(rf"^\s*{re.escape(key)}\s*=", line) or (name is None and re.match(rf"^\s*\[\s*{re.escape(key)}\b", line)):
                 return f"{self.path}:{i + 1}"
         return self.table(name) if name else f"{self.path}:1"
+
+
+def load_declared_tasks(tasks_file: str | Path | None, *, cwd: Path | None = None) -> list[Task]:
+    """Register the tasks of `tasks_file`, or of ./powerbert.toml when none is given and one is
+    there; the tasks registered (none without a task file)."""
+    from powerbert.tasks import register
+
+    if tasks_file is None:
+        default = (cwd or Path.cwd()) / DEFAULT_TASK_FILE
+        if not default.is_file():
+            return []
+        tasks_file = default
+    return [register(task, replace=True) for task in load_task_file(tasks_file)]

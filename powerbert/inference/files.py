@@ -1,5 +1,6 @@
 """Prediction files: the plain TSV (`id<TAB>prediction`) and the CS224N submission format,
-written atomically."""
+written atomically. A declared task with label names is answered in them (`billing`), a
+built-in task by its label number (sst 0..4), as the course files are."""
 
 from __future__ import annotations
 
@@ -26,7 +27,15 @@ def format_predictions(task: str, rows: Sequence[tuple[str, int | float]], fmt: 
     course's submission format: header `id \\t Predicted_Sentiment ` and rows `ID , VALUE `)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format '{fmt}': expected one of {', '.join(FORMATS)}")
-    show = (lambda v: f"{v:.4f}") if TASKS[task].kind == "regress" else str
+    spec = TASKS[task]
+    if fmt == "cs224n" and task not in CS224N_HEADERS:
+        raise InputError(f"--format cs224n is the course's format for {', '.join(CS224N_HEADERS)}: expected tsv for task {task}")
+    if spec.kind == "regress":
+        show = lambda v: f"{v:.4f}"  # noqa: E731
+    elif not spec.builtin and spec.label_names:
+        show = lambda v: spec.label_name(int(v))  # noqa: E731 - a declared task's own labels, as its files write them
+    else:
+        show = str
     if fmt == "tsv":
         lines = ["id\tprediction", *(f"{i}\t{show(v)}" for i, v in rows)]
     else:

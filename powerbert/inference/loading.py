@@ -21,8 +21,9 @@ from powerbert.model.checkpoint import load_tensors, read_json
 from powerbert.model.device import resolve_device
 from powerbert.model.multitask import MultitaskBert, load_encoder, load_tokenizer
 from powerbert.results.ensemble import SCHEMES
+from powerbert.results.evaluate import experiment_subsets
 from powerbert.store import Experiment, RunStatus, Store
-from powerbert.tasks import power_set, subset_name
+from powerbert.tasks import subset_name
 
 # ---- what loading gives --------------------------------------------------------------------
 
@@ -45,6 +46,7 @@ class LoadedExperiment:
     device: torch.device
     precision: str  # "fp32" or "bf16": the autocast used for forward passes
     only_tasks: tuple[str, ...] | None = None  # models were loaded for these tasks only (None: all)
+    subsets: tuple[str, ...] = ()  # the subsets the experiment trains (its runs), power-set order
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -56,8 +58,8 @@ class LoadedExperiment:
         return [name for name, m in self.models.items() if task in m.config.tasks]
 
     def expected(self, task: str) -> list[str]:
-        """Every power-set subset that includes `task`, loaded or not."""
-        return [subset_name(s) for s in power_set(self.tasks) if task in s]
+        """Every subset the experiment trains that includes `task`, loaded or not."""
+        return [s for s in self.subsets if task in s.split("+")]
 
     def schemes(self, task: str | None = None) -> list[str]:
         """Schemes with stored weights (for `task`, if given), in the order tables show them."""
@@ -97,8 +99,9 @@ def load_experiment_models(
         if task not in experiment.tasks:
             raise ConfigError(f"experiment '{experiment.name}' has no task {task}: its tasks are {', '.join(experiment.tasks)}")
     wanted = set(tasks or experiment.tasks)
-    expected = [subset_name(s) for s in power_set(experiment.tasks) if wanted & set(s)]
     runs = {r.subset: r for r in store.runs(experiment.id, kind="powerset")}
+    subsets = experiment_subsets(experiment, runs)
+    expected = [s for s in subsets if wanted & set(s.split("+"))]
     models: dict[str, LoadedModel] = {}
     missing: dict[str, str] = {}
     for subset in expected:
@@ -139,6 +142,7 @@ def load_experiment_models(
         device=device,
         precision=precision,
         only_tasks=None if tasks is None else tuple(tasks),
+        subsets=tuple(subsets),
     )
 
 

@@ -23,12 +23,8 @@ from torch import nn
 
 from powerbert.config import HeadConfig
 from powerbert.data.batching import Batch
-from powerbert.tasks import TASKS
-
-STS_SCALE = 5.0
-
-
 from powerbert.errors import ModelError, first_line  # noqa: E402,F401 - ModelError re-exported
+from powerbert.tasks import TASKS
 
 
 def default_model_path() -> Path:
@@ -143,13 +139,14 @@ class MultitaskBert(nn.Module):
         self.heads = nn.ModuleDict()
         for name in self.tasks:
             task = TASKS[name]
+            # A bi-encoded pair reads the features [u, v, |u-v|, u*v]; a sentence or a
+            # cross-encoded pair reads one pooled embedding.
+            width = 4 * hidden if task.is_pair and heads.pair_mode(name) == "bi" else hidden
             if task.kind == "classify":
-                self.heads[name] = nn.Linear(hidden, task.num_classes)
-            elif name == "para" and heads.para_head == "cross":
-                self.heads[name] = nn.Linear(hidden, 1)
-            elif task.kind == "binary" or (task.kind == "regress" and heads.sts_head == "regress"):
-                self.heads[name] = nn.Linear(4 * hidden, 1)
-            # cosine sts has no parameters of its own
+                self.heads[name] = nn.Linear(width, task.num_classes)
+            elif task.kind == "binary" or not (task.is_pair and heads.sts_head == "cosine"):
+                self.heads[name] = nn.Linear(width, 1)
+            # a cosine pair regression (sts) has no parameters of its own
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.encoder.parameters() if p.requires_grad]
@@ -186,9 +183,10 @@ class MultitaskBert(nn.Module):
         task = TASKS[name]
         if v is not None:
             if task.kind == "regress" and self.head_config.sts_head == "cosine":
-                return F.cosine_similarity(u.float(), v.float(), dim=-1).abs().clamp(max=1.0) * STS_SCALE
-            features = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
-            return self.heads[name](self.dropout(features)).squeeze(-1).float()
+                # |cos(u, v)| spread over the task's label range: 0..5 for STS, as in the paper.
+                cos = F.cosine_similarity(u.float(), v.float(), dim=-1).abs().clamp(max=1.0)
+                return task.label_min + cos * (task.label_max - task.label_min)
+            u = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
         out = self.heads[name](self.dropout(u))
         return (out if task.kind == "classify" else out.squeeze(-1)).float()
 

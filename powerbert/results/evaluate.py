@@ -18,13 +18,19 @@ def load_dev_outputs(store: Store, experiment: Experiment) -> tuple[dict[str, di
     ensembles name them as missing.
     """
     dev: dict[str, dict[str, TaskOutputs]] = {}
-    for run in store.runs(experiment.id, kind="powerset"):
+    runs = store.runs(experiment.id, kind="powerset")
+    for run in runs:
         if run.status == RunStatus.FINISHED:
             outputs = store.dev_outputs(run.id)
             if outputs:
                 dev[run.subset] = outputs
-    expected = [subset_name(s) for s in power_set(experiment.tasks)]
-    return dev, expected
+    return dev, experiment_subsets(experiment, {r.subset: r for r in runs})
+
+
+def experiment_subsets(experiment: Experiment, runs: dict) -> list[str]:
+    """The subsets an experiment trains (its power-set runs; all of the power set, or the part
+    --subsets chose), in power-set order: the members its ensembles expect."""
+    return [subset_name(s) for s in power_set(experiment.tasks) if subset_name(s) in runs]
 
 
 def evaluate_experiment(store: Store, experiment: Experiment) -> list[EnsembleOutcome]:
@@ -55,6 +61,8 @@ def experiment_report(store: Store, experiment: Experiment, scheme: str = "weigh
         label = run_label(run.subset, run.kind)
         scores[label] = dict(run.best_scores or {})
         status[label] = str(run.status)
-    return build_report(experiment.name, experiment.tasks, scores, status, outcomes, analysis_scheme=scheme)
+    report = build_report(experiment.name, experiment.tasks, scores, status, outcomes, analysis_scheme=scheme)
+    report.subsets = experiment_subsets(experiment, {r.subset: r for r in store.runs(experiment.id, kind="powerset")})
+    return report
 
 

@@ -28,7 +28,7 @@ from powerbert.tasks import TASKS, overall_score, power_set
 
 BEST = "▲"
 DONE_STATUSES = {"done", "completed", "finished", "succeeded"}  # any other status is named
-METRIC_LABEL = {"accuracy": "acc", "pearson": "Pearson"}
+METRIC_LABEL = {"accuracy": "acc", "f1": "F1", "pearson": "Pearson", "spearman": "Spearman"}
 
 
 @dataclass
@@ -51,6 +51,7 @@ class ReportData:
     rows: list[ReportRow]  # models first (power-set order), then ensembles (SCHEMES order)
     analysis_scheme: str  # the ensemble whose errors `analysis` describes
     analysis: dict[str, dict]  # task -> error_analysis(...) result
+    subsets: list[str] = field(default_factory=list)  # the subsets the experiment trains (none known: all)
 
 
 def build_report(
@@ -139,6 +140,9 @@ def best_rows(report: ReportData) -> dict[str, set[str]]:
 def notes(report: ReportData) -> list[str]:
     """The lines under the table: failed runs, missing members, learned weights, honesty."""
     lines = []
+    every = len(power_set(report.tasks))
+    if report.subsets and len(report.subsets) < every:  # said only when it is not the whole power set
+        lines.append(f"subsets: {', '.join(report.subsets)} ({len(report.subsets)} of {every})")
     failed = [f"{r.name} ({r.status})" for r in report.rows
               if r.kind == "model" and r.status.lower() not in DONE_STATUSES]
     if failed:

@@ -22,7 +22,7 @@ from powerbert.errors import ExperimentError
 from powerbert.runner.liveness import reconcile
 from powerbert.store import Experiment, ExperimentStatus, Run, RunStatus, Store, is_same_process, process_start_time
 from powerbert.store.process import START_TIME_TOLERANCE_S
-from powerbert.tasks import power_set, subset_name
+from powerbert.tasks import declarations_of, power_set, subset_name
 
 STOP_GRACE_S = 30.0  # a worker's time to checkpoint after SIGTERM before it is killed
 
@@ -43,8 +43,13 @@ def create_experiment(
     max_parallel: int = 1,
     baselines: bool = False,
     keep_resume_state: bool = False,
+    subsets: list[tuple[str, ...]] | None = None,
 ) -> Experiment:
-    """Store the experiment and one queued run per subset (plus the baselines if asked)."""
+    """Store the experiment and one queued run per subset (plus the baselines if asked).
+
+    `subsets` (powerbert.subsets.select_subsets) defaults to the whole power set. The
+    declarations of the tasks that are not built in go with it, so every process that reads
+    the experiment knows them (powerbert.tasks.register_declarations)."""
     name = name or default_name(config.tasks)
     out_dir = Path(out_root).expanduser().resolve() / name
     config = absolute_paths(config)
@@ -56,8 +61,9 @@ def create_experiment(
         "train": config.to_dict(),
         "profile": profile,
         "launch": {"gpus": gpus, "runs_per_gpu": runs_per_gpu, "max_parallel": max_parallel, "keep_resume_state": keep_resume_state},
+        "declared_tasks": declarations_of(config.tasks),
     }
-    experiment = store.create_experiment(name, config.tasks, stored, str(out_dir), power_set(config.tasks))
+    experiment = store.create_experiment(name, config.tasks, stored, str(out_dir), subsets or power_set(config.tasks))
     if baselines:
         add_baselines(store, experiment)
     return store.get_experiment(experiment.id)

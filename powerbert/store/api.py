@@ -32,7 +32,7 @@ from powerbert.store.models import (
 )
 from powerbert.store.results import ResultsMixin
 from powerbert.store.runs import RunsMixin
-from powerbert.tasks import TASKS
+from powerbert.tasks import TASKS, register_declarations
 
 _EXPERIMENT_SELECT = f"SELECT {', '.join(EXPERIMENT_COLUMNS)} FROM experiments"
 
@@ -66,6 +66,7 @@ class Store(RunsMixin, MetricsMixin, ResultsMixin):
     ) -> Experiment:
         """A queued experiment with one queued run per subset, in one transaction."""
         _check_experiment_name(name)
+        register_declarations((config or {}).get("declared_tasks"))  # its own tasks, if any
         if not tasks:
             raise StoreError(f"experiment '{name}' needs at least one task")
         for task in tasks:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from powerbert.errors import StoreError
+from powerbert.tasks import register_declarations
 
 
 class RunStatus(str, Enum):
@@ -194,6 +195,9 @@ def experiment_from_row(row: sqlite3.Row) -> Experiment:
     values["tasks"] = tuple(json.loads(values["tasks"] or "[]"))
     values["config"] = json.loads(values["config"] or "{}")
     values["status"] = ExperimentStatus(values["status"])
+    # An experiment on tasks of a task file carries their declarations: whoever reads it (a
+    # worker, the dashboard, predict) knows those tasks from here on.
+    register_declarations(values["config"].get("declared_tasks"))
     return Experiment(**values)
 
 
