@@ -67,27 +67,16 @@ def run(
     experiment on the built-in data, a few minutes on a CPU.
     """
     from powerbert.cli.live import follow, snapshot
-    from powerbert.config import parse_gpus
-    from powerbert.profiles import default_profile, resolve_config
     from powerbert.runner import experiments
-    from powerbert.runner.checks import check_settings
-    from powerbert.tasks import DEFAULT_TASKS
 
-    overrides = training_overrides(
-        tasks=tasks, tasks_file=tasks_file, data_dir=data_dir, model=model, epochs=epochs, max_train=max_train, lr=lr,
-        batch_size=batch_size, seed=seed, surgery=surgery, skip_bad_rows=skip_bad_rows, precision=precision,
-        settings=settings,
+    config, profile, launch, chosen = experiment_settings(
+        tasks=tasks, tasks_file=tasks_file, data_dir=data_dir, model=model, profile=profile, epochs=epochs,
+        max_train=max_train, lr=lr, batch_size=batch_size, seed=seed, surgery=surgery, skip_bad_rows=skip_bad_rows,
+        precision=precision, settings=settings, subsets=subsets, gpus=gpus, runs_per_gpu=runs_per_gpu,
+        max_parallel=max_parallel,
     )
-    profile = profile or default_profile(overrides.get("data_dir"))
-    config = resolve_config(profile, overrides)
-    if "tasks" not in overrides:
-        config.tasks = DEFAULT_TASKS
-    launch_gpus = parse_gpus(gpus)
-    from powerbert.subsets import select_subsets
-
-    chosen = select_subsets(config.tasks, subsets)
-    for note in check_settings(config, gpus=launch_gpus):  # what --skip-bad-rows will skip
-        console.print(note, highlight=False)
+    launch_gpus = launch["gpus"]
+    _confirm_cost(config, chosen, launch, keep_resume_state, yes)
     with open_store(db, create=True) as store:
         exp = experiments.create_experiment(
             store, config, name=name, profile=profile, out_root=out, gpus=launch_gpus,
@@ -108,6 +97,58 @@ def run(
         _, runs, _ = snapshot(store, exp.id)
         if any(r.status in ("failed", "lost") for r in runs):
             raise typer.Exit(code=1)
+
+
+def experiment_settings(*, tasks, tasks_file, data_dir, model, profile, epochs, max_train, lr, batch_size, seed, surgery,
+                        skip_bad_rows, precision, settings, subsets, gpus, runs_per_gpu, max_parallel):
+    """The options of `run` (and `plan`) as what an experiment is made of: the resolved config,
+    the profile, the launch settings and the subsets; every setting checked."""
+    from powerbert.config import parse_gpus
+    from powerbert.profiles import default_profile, resolve_config
+    from powerbert.runner.checks import check_settings
+    from powerbert.subsets import select_subsets
+    from powerbert.tasks import DEFAULT_TASKS
+
+    overrides = training_overrides(
+        tasks=tasks, tasks_file=tasks_file, data_dir=data_dir, model=model, epochs=epochs, max_train=max_train, lr=lr,
+        batch_size=batch_size, seed=seed, surgery=surgery, skip_bad_rows=skip_bad_rows, precision=precision,
+        settings=settings,
+    )
+    profile = profile or default_profile(overrides.get("data_dir"))
+    config = resolve_config(profile, overrides)
+    if "tasks" not in overrides:
+        config.tasks = DEFAULT_TASKS
+    launch = {"gpus": parse_gpus(gpus), "runs_per_gpu": runs_per_gpu, "max_parallel": max_parallel}
+    chosen = select_subsets(config.tasks, subsets)
+    for note in check_settings(config, gpus=launch["gpus"]):  # what --skip-bad-rows will skip
+        console.print(note, highlight=False)
+    return config, profile, launch, chosen
+
+
+CONFIRM_ABOVE_S = 3600.0  # `run` asks before starting an experiment planned to take longer
+
+
+def _confirm_cost(config, subsets, launch, keep_resume_state: bool, yes: bool) -> None:
+    """Say what the experiment will cost before anything is created; ask when it is long."""
+    import sys
+
+    from powerbert.runner.cleanup import fmt_bytes
+    from powerbert.runner.plan import plan_experiment
+    from powerbert.views import fmt_duration
+
+    plan = plan_experiment(config, subsets, launch, keep_resume_state=keep_resume_state,
+                           on_message=lambda text: console.print(text, style="dim", highlight=False))
+    console.print(f"plan: {len(plan.runs)} runs on {len(plan.slots)} slot{'s' if len(plan.slots) != 1 else ''}, "
+                  f"about {fmt_duration(plan.wall_seconds)}, {fmt_bytes(plan.disk_bytes)} of disk when done "
+                  f"(`powerbert plan` shows each run)", highlight=False)
+    if yes or plan.wall_seconds <= CONFIRM_ABOVE_S:
+        return
+    if not sys.stdin.isatty():
+        console.print("over an hour; starting (nobody at the terminal to ask: pass --yes to say it is meant)", style="yellow")
+        return
+    if not typer.confirm("That is over an hour. Start it?", default=True):
+        console.print("nothing started")
+        raise typer.Exit(code=1)
 
 
 def finish_summary(store, exp) -> None:

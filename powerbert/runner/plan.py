@@ -1,0 +1,93 @@
+"""The cost of an experiment before it starts: one row per run, the wall time on the slots it
+would use, and the disk it takes. `powerbert plan` prints it; `powerbert run` prints its total
+and asks before starting one of over an hour.
+
+Each estimate is built from measured figures (powerbert.training.calibrate), in the way a run
+spends its time: a worker's start (imports, model, tokenising its rows), then per epoch its
+steps (one batch of every task of the subset; a multitask step costs the sum of its tasks'
+steps), the dev evaluation of each task, and the checkpoints. The runs are laid onto the slots
+in queue order as the supervisor starts them, each slot taking the next run when it frees.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from powerbert.config import TrainConfig
+from powerbert.tasks import subset_name
+from powerbert.training.calibrate import Calibration, calibrate
+
+SUPERVISOR_POLL_S = 1.0  # the supervisor looks for a free slot this often (runner/supervisor.py)
+CHECKPOINTS_PER_EPOCH = 2  # the resume checkpoint and, usually, a best one
+
+
+@dataclass
+class RunEstimate:
+    subset: str
+    rows_per_epoch: dict[str, int]  # task -> training rows each epoch
+    steps_per_epoch: int
+    epochs: int
+    seconds: float
+    slot: str = ""
+    starts_at: float = 0.0  # seconds after the experiment starts
+
+
+@dataclass
+class Plan:
+    runs: list[RunEstimate]
+    slots: list[str]
+    wall_seconds: float
+    disk_bytes: int  # what the experiment keeps when it has finished
+    peak_disk_bytes: int  # while it trains (resume checkpoints of the runs that run at once)
+    calibration: Calibration
+
+
+def training_rows(config: TrainConfig, task: str) -> tuple[int, int]:
+    """(training rows per epoch, dev rows) of a task as a run would read them."""
+    from powerbert.data.files import load_split
+
+    train = len(load_split(task, config.data_dir, "train", skip_bad_rows=True))
+    dev = len(load_split(task, config.data_dir, "dev", skip_bad_rows=True))
+    return (min(train, config.max_train) if config.max_train else train), dev
+
+
+def plan_experiment(config: TrainConfig, subsets: list[tuple[str, ...]], launch: dict, *, keep_resume_state: bool = False,
+                    on_message=lambda text: None) -> Plan:
+    """Estimate every run of the experiment `config` would start with these subsets and slots."""
+    from powerbert.runner.supervisor import device_slots
+
+    slots = [slot.label for slot in device_slots(launch)]
+    threads = int(device_slots(launch)[0].env.get("POWERBERT_THREADS") or os.cpu_count() or 1)
+    tasks = tuple(t for t in config.tasks if any(t in s for s in subsets))
+    calibration = calibrate(config, tasks, threads, on_message)
+    rows = {t: training_rows(config, t) for t in tasks}
+    runs = []
+    for subset in subsets:
+        per_task = {t: rows[t][0] for t in subset}
+        batches = [math.ceil(n / config.batch_size) for n in per_task.values()]
+        steps = max(batches) if config.epoch_size == "max" else min(batches)
+        timing = {t: calibration.tasks[t] for t in subset}
+        step_s = sum(t.step_s for t in timing.values())
+        eval_s = sum(rows[t][1] * timing[t].eval_row_s for t in subset)
+        tokenize_s = sum((rows[t][0] + rows[t][1]) * timing[t].tokenize_row_s for t in subset)
+        checkpoint_s = CHECKPOINTS_PER_EPOCH * 4 * calibration.parameter_bytes / calibration.checkpoint_bytes_per_s
+        seconds = calibration.startup_s + tokenize_s + config.epochs * (steps * step_s + eval_s + checkpoint_s)
+        runs.append(RunEstimate(subset_name(subset), per_task, steps, config.epochs, seconds))
+    wall = _schedule(runs, slots)
+    best = calibration.parameter_bytes
+    resume = 3 * calibration.parameter_bytes  # weights and the optimizer's two moments
+    disk = len(runs) * (best + (resume if keep_resume_state else 0))
+    peak = len(runs) * best + min(len(runs), len(slots)) * resume
+    return Plan(runs, slots, wall, disk, max(peak, disk), calibration)
+
+
+def _schedule(runs: list[RunEstimate], slots: list[str]) -> float:
+    """Lay the runs onto the slots in queue order, each free slot taking the next run."""
+    free_at = [0.0] * len(slots)
+    for run in runs:
+        i = min(range(len(slots)), key=free_at.__getitem__)
+        run.slot, run.starts_at = f"{slots[i]}#{i}" if slots.count(slots[i]) > 1 else slots[i], free_at[i]
+        free_at[i] += run.seconds + SUPERVISOR_POLL_S
+    return max(free_at) if runs else 0.0

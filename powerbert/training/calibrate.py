@@ -1,0 +1,178 @@
+"""Calibration: how long the pieces of a run take on this device, with this model, measured.
+
+`calibrate(config, tasks, threads)` times, for each task, real training steps (the product's
+own `TrainStep`, on batches of the task's own rows, after warm-up steps) and real dev forward
+passes, plus what every run pays once: importing torch and transformers in a fresh process,
+loading the model and tokenizer, tokenising rows, writing a checkpoint. `powerbert plan` builds
+its estimates from these figures. They are cached (a JSON file under ~/.cache/powerbert, keyed
+by model, device, precision, max length, batch size, threads and the task's data file) so a
+second plan of the same setting is instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from powerbert.config import TrainConfig
+
+WARMUP_STEPS = 2  # first steps pay allocation and autotuning: not counted
+TIMED_STEPS = 5
+CACHE_VERSION = 1
+
+
+@dataclass
+class TaskTiming:
+    step_s: float  # one training step of one batch of this task (forward, backward, optimiser)
+    eval_row_s: float  # one dev row's forward pass
+    tokenize_row_s: float  # reading and tokenising one row
+
+
+@dataclass
+class Calibration:
+    tasks: dict[str, TaskTiming]
+    startup_s: float  # a worker's fixed cost: the imports, the model and tokenizer load
+    checkpoint_bytes_per_s: float  # writing safetensors
+    parameter_bytes: int  # the model's weights (fp32), what best.safetensors holds
+    cached: bool = False
+
+
+def cache_path() -> Path:
+    root = Path(os.environ.get("POWERBERT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "powerbert")
+    return root / "calibration.json"
+
+
+def _key(config: TrainConfig, device: str, threads: int, task: str) -> str:
+    from powerbert.data.files import task_path
+
+    path = task_path(task, config.data_dir, "train")
+    stat = path.stat()
+    parts = [CACHE_VERSION, config.model or "default", device, config.precision, config.max_length, config.batch_size,
+             threads, config.heads.pair_mode(task), config.heads.sts_head, task, str(path), stat.st_size, int(stat.st_mtime)]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def _load_cache() -> dict:
+    try:
+        return json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_cache(cache: dict) -> None:
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache we cannot write only costs the next plan its calibration again
+
+
+def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_message=lambda text: None) -> Calibration:
+    """The timings for `tasks` under `config` on its device with `threads` torch threads, from
+    the cache where it has them, measured otherwise."""
+    from powerbert.model.device import resolve_device
+
+    device = str(resolve_device(config.device))
+    cache = _load_cache()
+    keys = {t: _key(config, device, threads, t) for t in tasks}
+    common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, threads]).encode()).hexdigest()[:24]
+    have = {t: cache[k] for t, k in keys.items() if k in cache}
+    common = cache.get(common_key)
+    if len(have) == len(tasks) and common is not None:
+        return Calibration({t: TaskTiming(**v) for t, v in have.items()}, cached=True, **common)
+    missing = tuple(t for t in tasks if t not in have)
+    on_message(f"calibrating on {device} ({', '.join(missing)}): a few real training steps per task, once; cached for the next plan")
+    measured, fixed = _measure(config, missing or tasks, threads)
+    for task, timing in measured.items():
+        cache[keys[task]] = asdict(timing)
+    cache[common_key] = fixed
+    _save_cache(cache)
+    timings = {**{t: TaskTiming(**v) for t, v in have.items()}, **measured}
+    return Calibration({t: timings[t] for t in tasks}, **fixed)
+
+
+def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple[dict[str, TaskTiming], dict]:
+    import tempfile
+
+    import torch
+
+    from powerbert.data.batching import encode_task, sorted_batches
+    from powerbert.data.files import load_split
+    from powerbert.model import checkpoint as ckpt
+    from powerbert.model.device import autocast_for, resolve_device, tune_cpu_runtime
+    from powerbert.model.multitask import build_model, load_tokenizer
+    from powerbert.model.surgery import make_combiner
+    from powerbert.training.step import TrainStep, make_optimizer
+    from powerbert.training.streams import TaskStream
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        device = resolve_device(config.device)
+        if device.type == "cpu":
+            tune_cpu_runtime()
+        imports = _import_seconds()
+        start = time.perf_counter()
+        tokenizer = load_tokenizer(config.model)
+        model = build_model(config.model, tasks, config.heads).to(device)
+        load_s = time.perf_counter() - start
+        optimizer = make_optimizer(model, config)
+        step = TrainStep(model, optimizer, make_combiner("sum", config.seed), config, device)
+        timings = {}
+        for task in tasks:
+            start = time.perf_counter()
+            train = load_split(task, config.data_dir, "train", skip_bad_rows=True)
+            dev = load_split(task, config.data_dir, "dev", skip_bad_rows=True)
+            mode = config.heads.pair_mode(task)
+            encoded = encode_task(train, tokenizer, pair_mode=mode, max_length=config.max_length)
+            dev_encoded = encode_task(dev, tokenizer, pair_mode=mode, max_length=config.max_length)
+            tokenize_row_s = (time.perf_counter() - start) / max(1, len(train) + len(dev))
+            stream = TaskStream(encoded, config.batch_size, config.seed, config.max_train)
+            model.train()
+            times = []
+            for k in range(WARMUP_STEPS + TIMED_STEPS):
+                batch = stream.batch(k)
+                start = time.perf_counter()
+                step({task: batch}, k)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if k >= WARMUP_STEPS:
+                    times.append(time.perf_counter() - start)
+            model.eval()
+            rows = 0
+            start = time.perf_counter()
+            with torch.no_grad():
+                for indices in sorted_batches(dev_encoded.lengths(), config.batch_size)[:4]:
+                    batch = dev_encoded.collate(indices).to(device)
+                    with autocast_for(device, config.precision):
+                        model.task_outputs(batch).float().cpu()
+                    rows += len(indices)
+            eval_row_s = (time.perf_counter() - start) / max(1, rows)
+            timings[task] = TaskTiming(statistics.median(times), eval_row_s, tokenize_row_s)
+        parameter_bytes = sum(p.numel() * 4 for p in model.parameters())
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            ckpt.atomic_save_tensors(Path(folder) / "probe.safetensors", model.state_dict(), {"kind": "probe"})
+            write_s = time.perf_counter() - start
+        fixed = {"startup_s": imports + load_s, "checkpoint_bytes_per_s": parameter_bytes / max(write_s, 1e-6), "parameter_bytes": parameter_bytes}
+        return timings, fixed
+    finally:
+        torch.set_num_threads(before)
+
+
+def _import_seconds() -> float:
+    """What a fresh worker process pays before it trains anything: Python and the imports of
+    torch and transformers' model classes, timed in a new process."""
+    code = "import time; t = time.perf_counter(); import torch, transformers; from transformers import AutoModel; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
