@@ -237,3 +237,54 @@ def test_an_unknown_key_and_a_bad_metric(task_dir):
     metric = line_of('metric = "spearman"')
     assert mistake(task_dir, ('metric = "spearman"', 'metric = "accuracy"')) == (
         f"FILE:{metric}: metric: 'accuracy': expected pearson or spearman for a regress task")
+
+
+BINARY_TASK = """\
+[tasks.urgent]
+files = "data/urgent-{split}.tsv"
+text = "body"
+label = "urgent"
+kind = "binary"
+labels = ["later", "now"]
+metric = "f1"
+"""
+
+
+def test_a_binary_task_of_ones_own_through_training_predict_and_the_python_api(tmp_path, tiny_model_dir):
+    import powerbert
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = random.Random(7)
+    for split, n in (("train", 64), ("dev", 24), ("test", 6)):
+        with open(data / f"urgent-{split}.tsv", "w", encoding="utf-8") as f:
+            f.write("body\turgent\n")
+            for _ in range(n):
+                now = rng.randrange(2)
+                f.write(f"the {'great' if now else 'dull'} {rng.choice(TOPICS)}\t{'true' if now else 'false'}\n")
+    (tmp_path / "powerbert.toml").write_text(BINARY_TASK)  # read from the working folder
+    db = tmp_path / "runs.db"
+    import os
+
+    before = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        started = invoke("run", "--tasks", "urgent", "--model", tiny_model_dir, "--epochs", "2", "--set", "lr=1e-3",
+                         "--precision", "fp32", "--name", "bin", "--db", db, "--out", tmp_path / "runs", "--detach", "--yes")
+    finally:
+        os.chdir(before)
+    assert started.exit_code == 0, started.output
+    invoke("stop", "bin", "--db", db, "--grace", "30")
+    with Store(db) as store:
+        for run in store.runs(store.get_experiment("bin").id):
+            store.requeue_run(run.id)
+    train_experiment_in_process(db)
+    out = tmp_path / "urgent.tsv"
+    predicted = invoke("predict", "--task", "urgent", "--input", data / "urgent-test.tsv", "--output", out, "--device", "cpu", "--db", db)
+    assert predicted.exit_code == 0, predicted.output
+    assert {line.split("\t")[1] for line in out.read_text().splitlines()[1:]} <= {"later", "now"}
+    with one_torch_thread():
+        ens = powerbert.load(db, "bin", device="cpu")
+        (answer,) = ens.predict("urgent", ["the great tea"])
+    assert answer.name in ("later", "now") and len(answer.probabilities) == 2
+    assert set(ens.scores["urgent"]) == {"urgent"}

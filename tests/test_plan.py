@@ -81,3 +81,30 @@ def test_four_tasks_make_15_runs_and_every_task_ensembles_its_8_members(tmp_path
     for task in FOUR:
         weighted = next(o for o in outcomes if o.task == task and o.scheme == "weighted")
         assert len(weighted.members) == 8 and not weighted.missing, (task, weighted.members)
+
+
+def test_status_and_list_of_four_tasks_stay_readable_at_80_columns(tmp_path):
+    import time
+
+    from powerbert.tasks import power_set, subset_name
+
+    db = tmp_path / "runs.db"
+    now = time.time()
+    with Store(db) as store:
+        exp = store.create_experiment("four-tasks-at-80", FOUR, {"train": {}}, str(tmp_path), power_set(FOUR))
+        for run in store.runs(exp.id):
+            store.update_run(run.id, status=RunStatus.FINISHED, device="cuda:0", step=400, total_steps=400, loss=0.512,
+                             best_scores={t: 0.5123 for t in run.tasks}, best_overall=0.6543, started_at=now - 100, ended_at=now)
+        full = next(r for r in store.runs(exp.id) if r.subset == subset_name(FOUR))
+        store.update_run(full.id, status=RunStatus.RUNNING, ended_at=None)
+    result = CliRunner().invoke(app, ["status", "four-tasks-at-80", "--db", str(db)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), result.stdout
+    assert "…" not in result.stdout
+    assert "finished" in result.stdout and "cuda:0" in result.stdout and "overall" in result.stdout
+    assert "scores of" in result.stdout or all(t in lines[1] for t in FOUR)
+    listed = CliRunner().invoke(app, ["list", "--db", str(db)], env={"COLUMNS": "80"})
+    assert listed.exit_code == 0 and "…" not in listed.stdout, listed.stdout
+    header = listed.stdout.splitlines()[1].split()
+    assert {"name", "status", "runs", "best", "disk"} <= set(header) and all(len(line) <= 80 for line in listed.stdout.splitlines())

@@ -171,7 +171,7 @@ def status(
 
     with open_store(db, reader=True) as store:
         exp = pick_experiment(store, experiment)
-        exp, runs, view = snapshot(store, exp.id)
+        exp, runs, view = snapshot(store, exp.id, console.width)
         if as_json:
             import json
 
@@ -201,7 +201,7 @@ def list_experiments(db: DbOpt = Path("runs.db")) -> None:
     from powerbert.cli.live import experiments_table
 
     with open_store(db, reader=True) as store:
-        console.print(experiments_table(store))
+        console.print(experiments_table(store, console.width))
 
 
 RunOrExperimentArg = Annotated[str, typer.Argument(help="An experiment (name or id), or one run as EXPERIMENT/SUBSET (e.g. exp1/sst+sts) or its id.")]

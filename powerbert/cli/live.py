@@ -29,24 +29,46 @@ def overall_cell(experiment: Experiment, run: Run) -> str:
     return f"{run.best_overall:.3f}" if set(run.tasks) >= set(experiment.tasks) else "·"
 
 
-def runs_table(experiment: Experiment, runs: list[Run], start_steps: dict[int, int | None] | None = None) -> Table:
-    """`start_steps`: the step each running run's attempt started from, for its ETA."""
+def runs_table(experiment: Experiment, runs: list[Run], start_steps: dict[int, int | None] | None = None,
+               width: int | None = None) -> Table:
+    """The runs table; `start_steps`: the step each running run's attempt started from (ETA).
+
+    Within `width` columns (the terminal's), per-task score columns that do not fit are left
+    out, last task first, and the caption says which: no cell is ever cut (`finish…`)."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    shown = list(experiment.tasks)
+    while True:
+        table = _runs_table(experiment, runs, start_steps or {}, shown)
+        if width is None or not shown:
+            return table
+        probe = Console(width=10_000)
+        if Measurement.get(probe, probe.options, table).maximum <= width:
+            return table
+        shown.pop()
+
+
+def _runs_table(experiment: Experiment, runs: list[Run], start_steps: dict, shown: list[str]) -> Table:
+    left_out = [t for t in experiment.tasks if t not in shown]
+    caption = f"scores of {', '.join(left_out)}: a wider terminal, or powerbert status --json" if left_out else None
     # A light box and one space of padding keep seven runs and three tasks inside 80 columns.
-    table = Table(title=f"{experiment.name} — {experiment.status}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
-    for header in ("run", "status", "device", "step", "loss", *experiment.tasks, "overall", "time", "ETA"):
+    table = Table(title=f"{experiment.name} — {experiment.status}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0),
+                  show_edge=False, caption=caption, caption_justify="left")
+    for header in ("run", "status", "device", "step", "loss", *shown, "overall", "time", "ETA"):
         table.add_column(header, no_wrap=True, justify="left" if header in ("run", "status", "device") else "right")
     for run in runs:
         step = f"{run.step or 0}/{run.total_steps}" if run.total_steps else "-"
         scores = [
             f"{run.best_scores[t]:.3f}" if t in (run.best_scores or {}) else ("" if t in run.tasks else "·")
-            for t in experiment.tasks
+            for t in shown
         ]
         table.add_row(
             run_label(run.subset, run.kind), Text(str(run.status), style=STATUS_STYLE.get(str(run.status), "")),
             run.device or "-", step,
             f"{run.loss:.3f}" if run.loss is not None else "-", *scores,
             overall_cell(experiment, run),
-            fmt_duration(run.elapsed), fmt_duration(eta_seconds(run, start_step=(start_steps or {}).get(run.id))),
+            fmt_duration(run.elapsed), fmt_duration(eta_seconds(run, start_step=start_steps.get(run.id))),
         )
     return table
 
@@ -67,12 +89,13 @@ def problems(runs: list[Run]) -> list[Text]:
     return lines
 
 
-def snapshot(store: Store, experiment_key: str | int) -> tuple[Experiment, list[Run], Group]:
+def snapshot(store: Store, experiment_key: str | int, width: int | None = None) -> tuple[Experiment, list[Run], Group]:
+    """The experiment, its runs (dead workers marked lost) and the view: table and problems."""
     experiment = store.get_experiment(experiment_key)
     runs = reconcile(store, experiment.id)
     experiment = store.get_experiment(experiment.id)
     starts = {r.id: attempt_start_step(store, r) for r in runs if r.status == RunStatus.RUNNING}
-    return experiment, runs, Group(runs_table(experiment, runs, starts), *problems(runs))
+    return experiment, runs, Group(runs_table(experiment, runs, starts, width), *problems(runs))
 
 
 def follow(store: Store, experiment_key: str | int, console: Console, refresh_s: float = 1.0) -> Experiment:
@@ -81,13 +104,13 @@ def follow(store: Store, experiment_key: str | int, console: Console, refresh_s:
     On a terminal the table redraws in place. Piped or redirected (a log file, `| tee`), a live
     display would print nothing until the end: instead each change of a run (status, epoch, a
     new best score) prints one timestamped line as it happens, then the final table."""
-    experiment, runs, view = snapshot(store, experiment_key)
+    experiment, runs, view = snapshot(store, experiment_key, console.width)
     if not console.is_terminal:
         return _follow_as_lines(store, experiment, runs, console, refresh_s)
     with Live(view, console=console, refresh_per_second=4, transient=False) as live:
         while not experiment.status.is_terminal:
             time.sleep(refresh_s)
-            experiment, runs, view = snapshot(store, experiment.id)
+            experiment, runs, view = snapshot(store, experiment.id, console.width)
             live.update(view)
     return experiment
 
@@ -118,24 +141,42 @@ def _follow_as_lines(store: Store, experiment: Experiment, runs: list[Run], cons
             break
         time.sleep(refresh_s)
         experiment, runs, _ = snapshot(store, experiment.id)
-    console.print(Group(runs_table(experiment, runs), *problems(runs)))
+    console.print(Group(runs_table(experiment, runs, width=console.width), *problems(runs)))
     return experiment
 
 
-def experiments_table(store: Store) -> Table:
-    table = Table(title="experiments", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
-    for col in ("name", "tasks", "model", "profile", "status", "runs", "started", "best", "disk"):
-        # Long names fold onto a second line rather than squeezing every other column.
-        table.add_column(col, no_wrap=col != "name", overflow="fold" if col == "name" else "ellipsis", min_width=18 if col == "name" else None)
+EXPERIMENT_COLUMNS = ("name", "tasks", "model", "profile", "status", "runs", "started", "best", "disk")
+OPTIONAL_EXPERIMENT_COLUMNS = ("model", "profile", "started", "tasks")  # left out first, in this order, when narrow
+
+
+def experiments_table(store: Store, width: int | None = None) -> Table:
+    """`powerbert list`: one row per experiment; within `width` the least needed columns are
+    left out rather than any cell cut."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    rows = []
     for summary in experiment_summaries(store):
         exp = summary.experiment
-        started = time.strftime("%m-%d %H:%M", time.localtime(exp.started_at or exp.created_at))
-        table.add_row(
-            exp.name, ",".join(exp.tasks), _model_name(exp), exp.config.get("profile", "-"),
-            Text(str(exp.status), style=STATUS_STYLE.get(str(exp.status), "")), f"{summary.done}/{summary.total}",
-            started, f"{summary.best:.4f}" if summary.best is not None else "-",
-            fmt_bytes(tree_bytes(exp.out_dir)),
-        )
+        rows.append({
+            "name": exp.name, "tasks": ",".join(exp.tasks), "model": _model_name(exp), "profile": exp.config.get("profile", "-"),
+            "status": Text(str(exp.status), style=STATUS_STYLE.get(str(exp.status), "")), "runs": f"{summary.done}/{summary.total}",
+            "started": time.strftime("%m-%d %H:%M", time.localtime(exp.started_at or exp.created_at)),
+            "best": f"{summary.best:.4f}" if summary.best is not None else "-", "disk": fmt_bytes(tree_bytes(exp.out_dir)),
+        })
+    shown = list(EXPERIMENT_COLUMNS)
+    for drop in (None, *OPTIONAL_EXPERIMENT_COLUMNS):
+        if drop:
+            shown.remove(drop)
+        table = Table(title="experiments", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+        for col in shown:
+            # Long names fold onto a second line rather than squeezing every other column.
+            table.add_column(col, no_wrap=col != "name", overflow="fold" if col == "name" else "ellipsis", min_width=12 if col == "name" else None)
+        for row in rows:
+            table.add_row(*(row[c] for c in shown))
+        probe = Console(width=10_000)
+        if width is None or Measurement.get(probe, probe.options, table).maximum <= width:
+            break
     return table
 
 
