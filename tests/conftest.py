@@ -56,3 +56,16 @@ def db(tiny_experiment, tmp_path) -> Path:
     from tests.test_predict import copy_db
 
     return copy_db(tiny_experiment.db, tmp_path / "runs.db")
+
+
+@pytest.fixture(autouse=True)
+def task_registry():
+    """Tasks a test declares (a task file, an experiment's stored declarations) are registered
+    process-wide, as in a real process; put the registry back after each test so that they do
+    not leak into the next."""
+    from powerbert import tasks
+
+    before = dict(tasks.TASKS)
+    yield
+    tasks.TASKS.clear()
+    tasks.TASKS.update(before)

@@ -209,3 +209,13 @@ def test_following_through_a_pipe_prints_a_line_per_change_then_the_table(finish
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("sst: finished, step 2/2, epoch 1, best sst " + f"{run.best_scores['sst']:.3f}")
     assert any(line.startswith("piped — finished") for line in lines[1:])  # the table, on its own line
+
+
+def test_version_and_short_help():
+    from powerbert import __version__
+
+    version = invoke("--version")
+    assert version.exit_code == 0 and version.stdout.strip() == f"powerbert {__version__}"
+    for args in (["-h"], ["status", "-h"], ["run", "-h"]):
+        short = invoke(*args)
+        assert short.exit_code == 0 and "Usage:" in short.stdout, args

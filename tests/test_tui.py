@@ -15,7 +15,7 @@ import pytest
 
 from powerbert.store import Store
 from powerbert.views import best_overall
-from tests.tui_harness import NOW, SIZE, cell, make_app, open_experiment, plain, run_async, wait_for
+from tests.tui_harness import NOW, SIZE, add_four_task_experiment, cell, make_app, open_experiment, plain, run_async, wait_for
 from tui.app import create_app
 
 pytestmark = pytest.mark.timeout(240)
@@ -146,8 +146,47 @@ async def test_experiment_view_shows_runs_and_updates_cells_in_place(db_path):
             store.update_run(runs["para+sts"].id, step=31, loss=0.4321, best_scores={"para": 0.61, "sts": 0.4})
         await wait_for(pilot, lambda: cell(table, running, "loss") == "0.432", what="the loss cell")
         assert cell(table, running, "progress") == "2 31/40"
-        assert cell(table, running, "para") == "0.610"
+        assert cell(table, running, "score:para") == "0.610"
         assert table.row_count == 7 and not cleared
+
+
+@run_async
+async def test_four_tasks_fit_80_columns_leaving_score_columns_out(db_path):
+    """With four tasks the runs table ran past 80 columns and cut what it showed ('finish…',
+    'devi…', '0.5…'): now the score columns that do not fit go, the last task's first; run,
+    status, device, step and overall stay whole, the selected run's line under the table has
+    every score, and a wider terminal shows every column."""
+    from tui.widgets.tables import RunsTable
+
+    add_four_task_experiment(db_path, db_path.parent / "runs")
+    with Store(db_path) as store:
+        full = store.find_run("quad/sst+para+sts+cfimdb")
+    app = make_app(db_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_experiment(pilot, "quad", curves=False)
+        table = screen.query_one(RunsTable)
+        await wait_for(pilot, lambda: table.row_count == 15 and "ETA" in _visible_lines(table)[0], what="the runs")
+
+        def shown() -> list[str]:
+            return ["".join(s.text for s in table.render_line(y)).rstrip() for y in range(table.size.height)]
+
+        header, *rows = shown()
+        assert header.split() == ["run", "status", "device", "ep", "step", "loss", "sst", "overall", "elapsed", "ETA"]
+        assert not any("…" in line for line in (header, *rows)) and all(len(line) <= 80 for line in rows)
+        assert rows[0].split() == ["sst", "finished", "cuda:0", "2", "40/40", "0.300", "0.420", "0.4200", "11:40", "-"]
+        table.move_to(str(full.id))
+        detail = screen.query_one("#run-detail")
+        scores = "  ".join(f"{t} {full.best_scores[t]:.4f}" for t in ("sst", "para", "sts", "cfimdb"))
+        await wait_for(pilot, lambda: f"best {scores}  overall {full.best_overall:.4f}" in " ".join(plain(detail).split("\n")),
+                       what="every score under the table")
+        row = next(line for line in shown() if line.startswith(" sst+para+sts+cfimdb"))
+        assert row.split()[1:3] == ["running", "cuda:1"] and row.split()[-3] == f"{full.best_overall:.4f}"
+
+        await pilot.resize_terminal(120, 24)
+        await wait_for(pilot, lambda: "cfimdb" in shown()[0], what="every column")
+        assert shown()[0].split() == ["run", "status", "device", "ep", "step", "loss", "sst", "para", "sts", "cfimdb",
+                                      "overall", "elapsed", "ETA"]
+        assert table.cursor_key == str(full.id)
 
 
 @run_async

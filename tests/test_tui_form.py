@@ -7,6 +7,7 @@ Run: python -m pytest tests/test_tui_form.py -q
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -59,7 +60,7 @@ async def test_form_refuses_bad_settings_inline(tmp_path, toy_data_dir):
         assert not (tmp_path / "runs.db").exists()  # nothing was created
 
 
-FIELDS = ["task-sst", "task-para", "task-sts", "task-cfimdb", "data-dir", "model", "profile", "epochs",
+FIELDS = ["task-sst", "task-para", "task-sts", "task-cfimdb", "subsets", "data-dir", "model", "profile", "epochs",
           "max-train", "gpus", "parallel", "name", "start", "cancel"]  # as shown, top to bottom
 
 
@@ -74,7 +75,7 @@ async def test_tab_walks_the_fields_in_order_and_typing_goes_into_the_focused_on
     async with app.run_test(size=SIZE) as pilot:
         form = await open_form(pilot)
         await wait_for(pilot, lambda: app.focused is not None and app.focused.id == FIELDS[0], what="the first field")
-        typed = {"data-dir": "/data/cs224n", "model": "bert-base-uncased", "epochs": "3", "max-train": "500",
+        typed = {"subsets": "pairs", "data-dir": "/data/cs224n", "model": "bert-base-uncased", "epochs": "3", "max-train": "500",
                  "gpus": "0,1", "parallel": "2", "name": "tabbed"}
         order = [app.focused.id]
         for _ in FIELDS[1:]:
@@ -109,6 +110,187 @@ async def test_task_boxes_differ_in_shape_not_only_in_colour(tmp_path):
         await pilot.press("space")  # untick: the tick goes
         await wait_for(pilot, lambda: "✔" not in drawn(boxes["task-sst"]), what="the tick to go")
         assert boxes["task-sst"].value is False
+
+
+# ---- subsets, the estimate, declared tasks -------------------------------------------------------
+
+
+def _fill(form, tasks, data_dir, model) -> None:
+    for box in form.query("TickBox"):
+        box.value = box.id.removeprefix("task-") in tasks
+    form.query_one("#data-dir").value = str(data_dir)
+    form.query_one("#model").value = str(model)
+    form.query_one("#gpus").value = "cpu"
+
+
+@run_async
+async def test_subsets_choose_the_runs_and_a_bad_value_starts_nothing(tmp_path, tiny_model_dir, toy_data_dir, monkeypatch):
+    """The form takes --subsets' grammar: a part it cannot read is the form's one-line error and
+    nothing is created; 'singles,full' makes those four runs, and the estimate counts them."""
+    from powerbert.runner import experiments
+    from tui.screens.experiment import ExperimentScreen
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("POWERBERT_OUT", raising=False)
+    launched = []
+    monkeypatch.setattr(experiments, "launch", lambda db, store, experiment: launched.append(experiment.name) or 0)
+    app = make_app(tmp_path / "runs.db")  # fake_plan: 150 s and 90 MB a run
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(pilot)
+        assert form.query_one("#subsets").placeholder == "all; or singles, pairs, full, upto:K, sst+para"
+        _fill(form, ("sst", "para", "sts"), toy_data_dir, tiny_model_dir)
+        error, estimate = form.query_one("#form-error"), form.query_one("#estimate")
+        await wait_for(pilot, lambda: plain(estimate).strip() == "7 runs · about 0:17:30 · 630.0 MB when done",
+                       what="the power set's estimate")
+        form.query_one("#subsets").value = "sst+nope"
+        expected = "subsets 'sst+nope': nope is not among the tasks (sst, para, sts)"
+        await wait_for(pilot, lambda: expected in plain(estimate) and estimate.has_class("error"), what="the estimate's refusal")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: expected in plain(error), what="the form's refusal")
+        assert "--subsets" not in plain(error) and "\n" not in str(error.content)
+        assert not (tmp_path / "runs.db").exists() and not launched
+
+        form.query_one("#subsets").value = "singles,full"
+        form.query_one("#name").value = "chosen"
+        await wait_for(pilot, lambda: plain(estimate).strip() == "4 runs · about 0:10:00 · 360.0 MB when done",
+                       what="the estimate of four runs")
+        assert [r.subset for r in form.estimate.runs] == ["sst", "para", "sts", "sst+para+sts"]
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExperimentScreen), timeout=60, what="the experiment view")
+    with Store(tmp_path / "runs.db") as store:
+        runs = store.runs(store.get_experiment("chosen").id)
+    assert [r.subset for r in runs] == ["sst", "para", "sts", "sst+para+sts"]
+    assert launched == ["chosen"]
+
+
+@run_async
+async def test_estimate_follows_the_form_calibrating_once(tmp_path, tiny_model_dir, toy_data_dir, monkeypatch):
+    """The real planner: the first estimate calibrates the tiny model on the CPU (the line says
+    so meanwhile), later ones use the cache; epochs and subsets change it; typing starts one
+    estimate, not one per key; missing data and bad subsets are the line's text."""
+    from powerbert.errors import ConfigError
+    from powerbert.runner.plan import plan_experiment
+
+    monkeypatch.setenv("POWERBERT_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def planner(config, subsets, launch, **options):
+        if config.model != str(tiny_model_dir):  # the form's defaults, before the test fills it in
+            raise ConfigError("not the model under test")
+        calls.append([len(s) for s in subsets])
+        return plan_experiment(config, subsets, launch, **options)
+
+    app = make_app(tmp_path / "runs.db", planner=planner)
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(pilot)
+        _fill(form, ("sst", "para", "sts"), toy_data_dir, tiny_model_dir)
+        form.query_one("#epochs").value = "1"
+        form.query_one("#max-train").value = "32"
+        estimate = form.query_one("#estimate")
+        await wait_for(pilot, lambda: "calibrating this device once" in plain(estimate), timeout=60, what="the calibration")
+        assert plain(estimate).strip() == "estimating… (calibrating this device once)"
+        await wait_for(pilot, lambda: form.estimate is not None, timeout=180, what="the first estimate")
+        first = form.estimate
+        assert len(first.runs) == 7 and not first.calibration.cached and first.wall_seconds > 0
+        assert re.fullmatch(r"7 runs · about \d+:\d\d:\d\d · [\d.]+ [KMG]?B when done", plain(estimate).strip())
+
+        form.query_one("#epochs").value = "3"
+        await wait_for(pilot, lambda: form.estimate is not None and form.estimate.runs[0].epochs == 3, timeout=60,
+                       what="the estimate of three epochs")
+        assert form.estimate.calibration.cached and form.estimate.wall_seconds > first.wall_seconds
+
+        before = len(calls)
+        form.query_one("#subsets").focus()
+        await pilot.press(*"singles")
+        await wait_for(pilot, lambda: plain(estimate).startswith("3 runs "), timeout=60, what="the singles' estimate")
+        assert len(calls) - before < len("singles")  # not one per key
+        assert calls[-1] == [1, 1, 1]
+
+        form.query_one("#data-dir").value = str(tmp_path / "no-such-folder")
+        await wait_for(pilot, lambda: "no-such-folder" in plain(estimate) and estimate.has_class("error"), timeout=60,
+                       what="the missing data in the estimate")
+        assert "\n" not in str(estimate.content) and form.estimate is None
+        form.query_one("#data-dir").value = str(toy_data_dir)
+        form.query_one("#subsets").value = "upto:x"
+        await wait_for(pilot, lambda: "subsets 'upto:x': expected upto:K" in plain(estimate), what="the bad subsets")
+        assert not (tmp_path / "runs.db").exists()
+
+
+TICKETS = """\
+[tasks.tickets]
+files = "data/tickets-{split}.jsonl"
+text = ["body"]
+label = "queue"
+kind = "classify"
+labels = ["billing", "bug"]
+metric = "accuracy"
+"""
+
+
+def _write_task_file(folder, name: str = "tickets", file: str = "powerbert.toml") -> None:
+    import json
+
+    (folder / "data").mkdir(exist_ok=True)
+    for split in ("train", "dev"):
+        rows = [{"body": f"{word} ticket {i}", "queue": queue} for i in range(6)
+                for word, queue in (("money", "billing"), ("crash", "bug"))]
+        (folder / "data" / f"{name}-{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / file).write_text(TICKETS.replace("tickets", name))
+
+
+@pytest.fixture
+def task_registry():
+    """The tests below register tasks: the registry as it was afterwards."""
+    saved = dict(TASKS)
+    yield TASKS
+    TASKS.clear()
+    TASKS.update(saved)
+
+
+@run_async
+async def test_tasks_declared_in_powerbert_toml_get_boxes(tmp_path, monkeypatch, task_registry):
+    """./powerbert.toml is read at start: its task has a box after the built-in ones, in the tab
+    order, ticked (it is not optional), and the estimate counts it; a task declared after the
+    form opened gets its box too."""
+    from powerbert.data.taskfile import load_declared_tasks
+    from tui.messages import TasksDeclared
+
+    _write_task_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    app = make_app(tmp_path / "runs.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.tasks_declared is not None, timeout=30, what="powerbert.toml read")
+        assert app.tasks_declared.names == ["tickets"] and app.tasks_declared.error is None
+        form = await open_form(pilot)
+        boxes = [box.id for box in form.query("TickBox")]
+        assert boxes == ["task-sst", "task-para", "task-sts", "task-cfimdb", "task-tickets"]
+        assert form.query_one("#task-tickets").value is True
+        await wait_for(pilot, lambda: plain(form.query_one("#estimate")).startswith("15 runs "), what="four tasks' estimate")
+        form.query_one("#task-cfimdb").focus()
+        await pilot.press("tab")
+        assert app.focused.id == "task-tickets"
+        await pilot.press("tab")
+        assert app.focused.id == "subsets"
+
+        _write_task_file(tmp_path, "late", "late.toml")
+        load_declared_tasks(tmp_path / "late.toml")
+        app.post_message(TasksDeclared(["late"]))
+        await wait_for(pilot, lambda: [box.id for box in form.query("TickBox")][-2:] == ["task-tickets", "task-late"],
+                       what="the late task's box")
+        await wait_for(pilot, lambda: plain(form.query_one("#estimate")).startswith("31 runs "), what="five tasks' estimate")
+
+
+@run_async
+async def test_a_bad_powerbert_toml_is_one_line_and_the_dashboard_goes_on(tmp_path, monkeypatch, task_registry):
+    (tmp_path / "powerbert.toml").write_text("[tasks.tickets\ntext = 1\n")
+    monkeypatch.chdir(tmp_path)
+    app = make_app(tmp_path / "runs.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.tasks_declared is not None, timeout=30, what="powerbert.toml read")
+        assert "powerbert.toml:1: not valid TOML" in app.tasks_declared.error
+        form = await open_form(pilot)
+        assert "not valid TOML" in plain(form.query_one("#form-error"))
+        assert [box.id for box in form.query("TickBox")] == [f"task-{t}" for t in ("sst", "para", "sts", "cfimdb")]
 
 
 def _pids_alive(pids) -> list[int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui_harness import NOW, prepare_db, wait_for
+from tests.tui_harness import NOW, add_four_task_experiment, fake_plan, prepare_db, wait_for
 from tui.app import create_app
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,7 +34,7 @@ def snap_app(tmp_path, monkeypatch):
     log.parent.mkdir(parents=True)
     log.write_text("device cuda:0; training rows per epoch: para 2000, sts 1000; dev rows: para 400, sts 200; "
                    "40 steps from step 0\nepoch 1 dev: para 0.5500  sts 0.4000  overall 0.6083  (best)\n")
-    yield create_app("runs.db", clock=lambda: NOW, gpu_probe=lambda: [])
+    yield create_app("runs.db", clock=lambda: NOW, gpu_probe=lambda: [], planner=fake_plan)
     monkeypatch.undo()
     time.tzset()
 
@@ -66,6 +66,7 @@ async def _form(pilot) -> None:
     await _experiments(pilot)
     await pilot.press("n")
     await wait_for(pilot, lambda: pilot.app.screen.id == "new-experiment")
+    await wait_for(pilot, lambda: pilot.app.screen.estimate is not None, what="the estimate")  # fake_plan's
 
 
 async def _help(pilot) -> None:
@@ -110,3 +111,23 @@ async def _experiments_long_name(pilot) -> None:
 
 def test_experiments_with_a_long_name_at_80_columns(snap_compare, snap_app):
     assert snap_compare(snap_app, terminal_size=(80, 24), run_before=_experiments_long_name)
+
+
+async def _four_tasks(pilot) -> None:
+    """Four tasks, 15 runs, at 80 columns: the score columns that do not fit go (the last
+    task's first), what shows is whole, and the line under the table has every score of the
+    selected run (the one on all four tasks, running)."""
+    from powerbert.store import Store
+    from tests.tui_harness import open_experiment
+
+    add_four_task_experiment(Path("runs.db"), Path("runs"))
+    await wait_for(pilot, lambda: pilot.app.screen.query_one("#experiments-table").row_count == 3)
+    screen = await open_experiment(pilot, "quad", curves=False)
+    with Store("runs.db") as store:
+        full = store.find_run("quad/sst+para+sts+cfimdb")
+    screen.query_one("#runs-table").move_to(str(full.id))
+    await wait_for(pilot, lambda: screen.follow.run_id == full.id and len(screen.curves.get("loss")[0]) == 25)
+
+
+def test_experiment_with_four_tasks_at_80_columns(snap_compare, snap_app):
+    assert snap_compare(snap_app, terminal_size=(80, 24), run_before=_four_tasks)

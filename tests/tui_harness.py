@@ -26,6 +26,7 @@ T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: every stored time is fixed from
 NOW = T0 + 3 * 3600  # the dashboard's clock in these tests
 FOREVER = 4_102_444_800.0  # a heartbeat in 2100: a run with no pid stays "alive" (liveness.py)
 TASKS3 = ("sst", "para", "sts")
+TASKS4 = ("sst", "para", "sts", "cfimdb")
 SIZE = (100, 30)
 
 
@@ -119,6 +120,49 @@ def prepare_db(path: Path, out_root: Path) -> dict[str, int]:
     return ids
 
 
+def add_four_task_experiment(path: Path, out_root: Path, name: str = "quad") -> int:
+    """A third experiment, the newest: four tasks (15 runs), finished, failed, stopped, running
+    on two GPUs and queued ones, with best scores but no dev outputs. Returns its id."""
+    config = {"train": {"tasks": list(TASKS4), "model": None, "epochs": 2}, "profile": "demo",
+              "launch": {"gpus": [0, 1], "runs_per_gpu": 1, "max_parallel": 1}}
+    start = T0 + 9000
+    with Store(path) as store:
+        exp = store.create_experiment(name, TASKS4, config, str(out_root / name), power_set(TASKS4))
+        store.update_experiment(exp.id, status=ExperimentStatus.RUNNING, created_at=start, started_at=start)
+        runs = {r.subset: r for r in store.runs(exp.id)}
+
+        def scores(run, k: int) -> dict[str, float]:
+            return {t: round(0.42 + 0.031 * ((k + 3 * i) % 7), 4) for i, t in enumerate(run.tasks)}
+
+        finished = ("sst", "para", "sts", "cfimdb", "sst+para", "sst+sts", "para+sts", "sts+cfimdb")
+        for k, subset in enumerate(finished):
+            run = runs[subset]
+            best = scores(run, k)
+            store.update_run(
+                run.id, status=RunStatus.FINISHED, device=f"cuda:{k % 2}", epoch=2, step=40, total_steps=40,
+                loss=round(0.3 + 0.01 * k, 4), best_scores=best, best_overall=round(sum(best.values()) / len(best), 4),
+                attempt=1, exit_code=0, started_at=start + 60 * k, ended_at=start + 60 * k + 700 + 7 * k,
+            )
+        failed = runs["sst+cfimdb"]
+        store.update_run(failed.id, status=RunStatus.FAILED, device="cuda:0", epoch=0, step=13, total_steps=40,
+                         loss=1.234, attempt=1, exit_code=1, error="RuntimeError: CUDA out of memory",
+                         started_at=start + 600, ended_at=start + 700)
+        stopped = runs["para+cfimdb"]
+        store.update_run(stopped.id, status=RunStatus.STOPPED, device="cuda:1", epoch=1, step=22, total_steps=40,
+                         loss=0.77, best_scores=scores(stopped, 9), best_overall=0.5105, attempt=1,
+                         started_at=start + 650, ended_at=start + 1400)
+        for device, subset, step in (("cuda:0", "sst+para+sts", 31), ("cuda:1", "sst+para+sts+cfimdb", 25)):
+            run = runs[subset]
+            _curve(store, run.id, step, run.tasks)
+            best = scores(run, step)
+            store.update_run(
+                run.id, status=RunStatus.RUNNING, device=device, host="gpu-box", epoch=1, step=step, total_steps=40,
+                loss=0.512, best_scores=best, best_overall=round(sum(best.values()) / len(best), 4), attempt=1,
+                started_at=start + 1500, heartbeat_at=FOREVER,
+            )
+        return exp.id
+
+
 def run_async(test):
     """Run an async test in a fresh event loop (no asyncio plugin is assumed to be installed)."""
 
@@ -129,11 +173,28 @@ def run_async(test):
     return wrapper
 
 
+FAKE_RUN_S = 150.0  # what fake_plan says each run takes, one slot after another
+FAKE_RUN_BYTES = 90_000_000
+
+
+def fake_plan(config, subsets, launch, *, keep_resume_state: bool = False, on_message=lambda text: None):
+    """plan_experiment's answer without calibrating or reading data: 150 s and 90 MB a run, on
+    one slot (the form's estimate in tests that are not about it, and in snapshots)."""
+    from powerbert.runner.plan import Plan, RunEstimate
+    from powerbert.tasks import subset_name
+
+    runs = [RunEstimate(subset_name(s), {}, 10, config.epochs, FAKE_RUN_S, "cpu", i * FAKE_RUN_S) for i, s in enumerate(subsets)]
+    disk = len(runs) * FAKE_RUN_BYTES
+    return Plan(runs, ["cpu"], len(runs) * FAKE_RUN_S, disk, disk, None)
+
+
 def make_app(path, **options):
-    """The app as the command builds it, with a frozen clock, no GPUs and quick polling."""
+    """The app as the command builds it, with a frozen clock, no GPUs, quick polling and the
+    fake planner (a test of the estimate passes planner=None, the real one)."""
     options.setdefault("clock", lambda: NOW)
     options.setdefault("gpu_probe", lambda: [])
     options.setdefault("poll_s", 0.1)
+    options.setdefault("planner", fake_plan)
     return create_app(str(path), **options)
 
 

@@ -3,8 +3,11 @@ read their results, try their models on your own sentences, and compare experime
 
     powerbert-tui [--db runs.db]        (or POWERBERT_DB=...; default ./runs.db)
 
-The app is small: it holds the database handle, the clock and the GPU probe (both injectable,
-so tests and snapshots are deterministic) and opens screens. Screens live in tui/screens/, each
+Tasks declared in ./powerbert.toml (a task file, as `powerbert run` reads it) are read at start
+and offered by the new-experiment form.
+
+The app is small: it holds the database handle, the clock, the GPU probe and the planner behind
+the form's estimate (all injectable, so tests and snapshots are deterministic) and opens screens. Screens live in tui/screens/, each
 polling runs.db from a thread worker of its own. Quitting never stops a run: supervisors and
 workers run detached, and opening the dashboard again shows them as they are.
 """
@@ -21,6 +24,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from tui.gpu import GpuStat, probe_gpus
+from tui.messages import TasksDeclared
 from tui.screens.experiments import ExperimentsScreen
 from tui.screens.help import HelpScreen
 from tui.source import DEFAULT_DB, Database
@@ -46,12 +50,16 @@ class PowerBertApp(App):
         clock: Callable[[], float] = time.time,
         gpu_probe: Callable[[], list[GpuStat]] = probe_gpus,
         poll_s: float | None = None,
+        planner: Callable | None = None,
     ) -> None:
         super().__init__()
         self.db = Database(db_path)
         self.clock = clock  # elapsed and ETA are measured against this
         self.gpu_probe = gpu_probe
         self.poll_s = poll_s  # a shorter poll interval for every screen (tests)
+        # What the form's estimate calls, as powerbert.runner.plan.plan_experiment (None: that).
+        self.planner = planner
+        self.tasks_declared: TasksDeclared | None = None  # ./powerbert.toml read (or refused)
 
     def on_mount(self) -> None:
         self._warm_up()
@@ -61,8 +69,17 @@ class PowerBertApp(App):
     def _warm_up(self) -> None:
         import importlib
 
+        self.post_message(read_task_file())  # first: it is quick, and the form wants its tasks
         for name in HEAVY_MODULES:
             importlib.import_module(name)
+
+    def on_tasks_declared(self, message: TasksDeclared) -> None:
+        self.tasks_declared = message
+        if message.error is not None:
+            self.notify(message.error, title="powerbert.toml not read", severity="error", timeout=15)
+        for screen in self.screen_stack:  # a form opened before the file was read
+            if hasattr(screen, "add_declared_tasks"):
+                screen.add_declared_tasks()
 
     # -- opening screens (the screens call these) ----------------------------------------------
 
@@ -97,6 +114,18 @@ class PowerBertApp(App):
 
     def on_unmount(self) -> None:
         self.db.close()
+
+
+def read_task_file() -> TasksDeclared:
+    """Register the tasks of ./powerbert.toml, if there is one (in a worker: it checks the data
+    files the tasks name)."""
+    from powerbert.data.taskfile import load_declared_tasks
+    from powerbert.errors import first_line
+
+    try:
+        return TasksDeclared([task.name for task in load_declared_tasks(None)])
+    except Exception as exc:  # a bad task file is said, in one line; the dashboard goes on
+        return TasksDeclared([], first_line(exc))
 
 
 def create_app(db_path: str | os.PathLike[str] | None = None, **options) -> PowerBertApp:

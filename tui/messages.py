@@ -64,3 +64,23 @@ class PredictionReady(Message, bubble=False):
     results: list[Any]
     notes: list[str]
     error: str | None = None
+
+
+@dataclass
+class EstimateReady(Message, bubble=False):
+    """The new-experiment form's estimate for one state of the form (`request`; older answers
+    are dropped): the line to show, and the plan it came from (None while calibrating or when
+    the estimate failed, `error`)."""
+
+    request: int
+    text: str
+    plan: Any = None
+    error: bool = False
+
+
+@dataclass
+class TasksDeclared(Message, bubble=False):
+    """The app read ./powerbert.toml at start: the tasks it registered, or why it could not."""
+
+    names: list[str]
+    error: str | None = None

@@ -48,8 +48,8 @@ def _num(value: float | None, digits: int = 3) -> Text:
 
 
 def run_cells(run: Run, tasks: tuple[str, ...], now: float, start_step: int | None = None) -> list[Text]:
-    """run, status, device, epoch and step, loss, best dev score per task, elapsed, ETA
-    (`start_step`: where this attempt started, see powerbert.views.attempt_start_step)."""
+    """run, status, device, epoch and step, loss, best dev score per task, best overall, elapsed,
+    ETA (`start_step`: where this attempt started, see powerbert.views.attempt_start_step)."""
     problem = run.status in PROBLEM
     label = run_label(run.subset, run.kind)
     name = Text(("! " if problem else "") + label, style=STATUS_STYLE[str(run.status)] if problem else "")
@@ -64,7 +64,7 @@ def run_cells(run: Run, tasks: tuple[str, ...], now: float, start_step: int | No
             scores.append(Text("" if task in run.tasks else "·", justify="right", style="dim"))
     return [
         name, status_text(run.status), Text(run.device or "-"), Text(f"{epoch} {step}", justify="right"),
-        _num(run.loss), *scores,
+        _num(run.loss), *scores, _num(run.best_overall, 4),
         Text(fmt_duration(elapsed(run, now)), justify="right"),
         Text(fmt_duration(eta_seconds(run, now, start_step)), justify="right"),
     ]
@@ -88,7 +88,13 @@ def run_detail(run: Run, epochs: int | None = None, start_step: int | None = Non
         # Elapsed and ETA are this attempt's: the store keeps no start or end of earlier ones.
         since = f" from step {start_step}" if start_step is not None and run.status == RunStatus.RUNNING else ""
         text.append(f"  attempt {run.attempt}{since}", style="dim")
-    if run.best_overall is not None:
+    best = [(task, run.best_scores[task]) for task in run.tasks if task in (run.best_scores or {})]
+    if len(run.tasks) > 1 and run.best_overall is not None:
+        best.append(("overall", run.best_overall))
+    if best:
+        # Every task's score: a narrow runs table leaves some of its score columns out.
+        text.append("  best " + "  ".join(f"{name} {value:.4f}" for name, value in best))
+    elif run.best_overall is not None:
         text.append(f"  best overall {run.best_overall:.4f}")
     if run.status in PROBLEM:
         text.append(f"  {run.error or 'no reason recorded'}", style=STATUS_STYLE[str(run.status)])

@@ -1,9 +1,21 @@
-"""The new-experiment form: tasks, data, model, profile and budget; checked, then started.
+"""The new-experiment form: tasks, subsets, data, model, profile and budget; estimated, checked,
+then started.
+
+The tasks are the registry's: the built-in ones and those declared in ./powerbert.toml (read by
+the app at start; a form opened before that gets their boxes when it is read). Subsets take
+`powerbert run --subsets`' grammar (powerbert.subsets.select_subsets): empty is the power set.
+
+Under the form a line estimates what the settings cost, as `powerbert run` prints it before it
+starts: runs, wall time, disk when done (powerbert.runner.plan.plan_experiment). It is worked
+out in a thread worker a moment after the last change (typing does not start one per key),
+one at a time (the first estimate for a model and device calibrates it: real training steps),
+and an answer about settings changed since is dropped. What stops an estimate (bad subsets,
+missing data) is that line's text.
 
 Start (ctrl+s, or the button) checks the settings in a thread worker with the same
-`experiments.validate` as `powerbert run` (task files present and readable, model loadable),
-shows what is wrong in one line under the form, and otherwise creates the experiment and
-launches its detached supervisor exactly as `powerbert run --detach` does.
+`check_settings` as `powerbert run` (task files present and readable, model loadable), shows
+what is wrong in one line under the form, and otherwise creates the experiment with the chosen
+subsets and launches its detached supervisor exactly as `powerbert run --detach` does.
 
 Tab walks the fields in the order they are shown, starting at the first task's box.
 """
@@ -11,6 +23,7 @@ Tab walks the fields in the order they are shown, starting at the first task's b
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 from textual import work
@@ -23,10 +36,17 @@ from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Sele
 from powerbert.config import absolute_model, absolute_path, parse_gpus
 from powerbert.errors import first_line
 from powerbert.tasks import TASKS
-from tui.messages import FormChecked
+from tui.messages import EstimateReady, FormChecked
 from tui.widgets.tick_box import TickBox
 
 AUTO = "auto"
+SUBSETS_PLACEHOLDER = "all; or singles, pairs, full, upto:K, sst+para"
+ESTIMATE_DELAY_S = 0.4  # the estimate starts this long after the last change
+ESTIMATING = "estimating…"
+CALIBRATING = "estimating… (calibrating this device once)"
+# One estimate computes at a time, in every form: a calibration trains, and two at once would
+# measure each other. A worker that waited here for an older one skips if its form moved on.
+PLAN_LOCK = threading.Lock()
 
 
 @dataclass
@@ -36,6 +56,28 @@ class FormValues:
     overrides: dict
     gpus: list[int] | None
     parallel: int
+    subsets: list[tuple[str, ...]]
+
+    @property
+    def launch(self) -> dict:
+        """The slots, as plan_experiment and the supervisor read them."""
+        return {"gpus": self.gpus, "runs_per_gpu": self.parallel, "max_parallel": self.parallel}
+
+
+def about(seconds: float) -> str:
+    """A wall time as h:mm:ss (fmt_duration drops the hours under one)."""
+    from powerbert.views import fmt_duration
+
+    text = fmt_duration(seconds)
+    return text if seconds >= 3600 else "0:" + text.rjust(5, "0")
+
+
+def estimate_line(plan) -> str:
+    """'7 runs · about 0:12:30 · 640.0 MB when done' (`plan`: a powerbert.runner.plan.Plan)."""
+    from powerbert.runner.cleanup import fmt_bytes
+
+    runs = len(plan.runs)
+    return f"{runs} run{'s' if runs != 1 else ''} · about {about(plan.wall_seconds)} · {fmt_bytes(plan.disk_bytes)} when done"
 
 
 def _int(text: str, what: str, minimum: int) -> int | None:
@@ -63,6 +105,9 @@ class NewExperimentScreen(Screen):
     def __init__(self) -> None:
         super().__init__(id="new-experiment")
         self.checking = False
+        self.estimate_request = 0  # the form's state that the estimate line should be about
+        self.estimate = None  # the plan on show (tests read it), None while there is none
+        self._estimate_timer = None
 
     def compose(self) -> ComposeResult:
         from powerbert.profiles import PROFILES  # torch: already imported by the app's warm-up
@@ -71,10 +116,11 @@ class NewExperimentScreen(Screen):
         # Not focusable itself: as a tab stop of its own it took the first focus and one Tab in
         # every round, so what was typed next went nowhere. Focus moves keep it scrolled.
         with VerticalScroll(id="form", can_focus=False):
-            with Horizontal(classes="field"):
+            with Horizontal(classes="field", id="tasks"):
                 yield Label("Tasks")
-                for task in TASKS.values():
+                for task in list(TASKS.values()):  # a copy: the app's worker may be registering
                     yield TickBox(task.name, value=not task.optional, id=f"task-{task.name}")
+            yield from field("Subsets", Input(compact=True, placeholder=SUBSETS_PLACEHOLDER, id="subsets"))
             yield from field("Data directory", Input(compact=True, placeholder="built-in demo data", id="data-dir"))
             yield from field("Model", Input(compact=True, placeholder="offline MiniLM (or a Hugging Face id or folder)", id="model"))
             options = [("auto: demo, or best with a data directory", AUTO)] + [(p, p) for p in PROFILES]
@@ -88,20 +134,46 @@ class NewExperimentScreen(Screen):
             with Horizontal(id="form-buttons"):
                 yield Button("Start (ctrl+s)", variant="success", compact=True, id="start")
                 yield Button("Cancel (esc)", compact=True, id="cancel")
+        yield Static("", id="estimate")  # outside the scroll: in view however short the screen
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "new experiment"
+        declared = self.app.tasks_declared
+        if declared is not None and declared.error is not None:
+            self.say(declared.error)
+        self.add_declared_tasks()
+        self.schedule_estimate()
+
+    def add_declared_tasks(self) -> None:
+        """A box for every task registered since the form was built (./powerbert.toml read
+        after it opened), after the others."""
+        boxes = list(self.query(TickBox))
+        have = {box.id for box in boxes}
+        new = [TickBox(t.name, value=not t.optional, id=f"task-{t.name}") for t in list(TASKS.values())
+               if f"task-{t.name}" not in have]
+        if new:
+            self.query_one("#tasks", Horizontal).mount(*new, after=boxes[-1] if boxes else None)
+            self.schedule_estimate()
 
     def _text(self, widget_id: str) -> str:
         return self.query_one(f"#{widget_id}", Input).value
 
+    def chosen_tasks(self) -> tuple[str, ...]:
+        return tuple(box.id.removeprefix("task-") for box in self.query(TickBox) if box.value)
+
     def values(self) -> FormValues:
         """What the form says, as run settings; ValueError names the first bad field."""
-        tasks = tuple(t for t in TASKS if self.query_one(f"#task-{t}", Checkbox).value)
+        tasks = self.chosen_tasks()
         if not tasks:
             raise ValueError("choose at least one task")
         from powerbert.profiles import default_profile
+        from powerbert.subsets import select_subsets
+
+        try:
+            subsets = select_subsets(tasks, self._text("subsets").strip() or None)
+        except ValueError as exc:  # ConfigError: "--subsets 'x': ...", the field here is Subsets
+            raise ValueError(first_line(exc).removeprefix("--")) from None
 
         data_dir = self._text("data-dir").strip()
         data_dir = absolute_path(data_dir) if data_dir else None
@@ -114,12 +186,80 @@ class NewExperimentScreen(Screen):
         }
         parallel = _int(self._text("parallel"), "parallel runs", 1) or 1
         name = self._text("name").strip() or None
-        return FormValues(name, profile, overrides, parse_gpus(self._text("gpus")), parallel)
+        return FormValues(name, profile, overrides, parse_gpus(self._text("gpus")), parallel, subsets)
 
     def say(self, text: str, error: bool = True) -> None:
         message = self.query_one("#form-error", Static)
         message.set_class(error, "error")
         message.update(text)
+
+    # -- the estimate ----------------------------------------------------------------------------
+
+    def schedule_estimate(self) -> None:
+        """Estimate again a moment after the last change."""
+        if self._estimate_timer is not None:
+            self._estimate_timer.stop()
+        self._estimate_timer = self.set_timer(ESTIMATE_DELAY_S, self._estimate)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id != "name":
+            self.schedule_estimate()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self.schedule_estimate()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self.schedule_estimate()
+
+    def show_estimate(self, text: str, error: bool = False, busy: bool = False) -> None:
+        line = self.query_one("#estimate", Static)
+        line.set_class(error, "error")
+        line.set_class(busy, "busy")
+        line.update(text)
+
+    def _estimate(self) -> None:
+        self._estimate_timer = None
+        self.estimate_request += 1
+        self.estimate = None
+        try:
+            values = self.values()
+        except ValueError as exc:
+            self.show_estimate(str(exc), error=True)
+            return
+        self.show_estimate(ESTIMATING, busy=True)
+        self._estimate_worker(self.estimate_request, values)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="estimate")
+    def _estimate_worker(self, request: int, values: FormValues) -> None:
+        from powerbert.profiles import resolve_config
+
+        planner = self.app.planner
+        if planner is None:
+            from powerbert.runner.plan import plan_experiment as planner
+
+        def said(text: str) -> None:  # plan_experiment's on_message: only a calibration speaks
+            if text.startswith("calibrating"):
+                self.post_message(EstimateReady(request, CALIBRATING))
+
+        with PLAN_LOCK:
+            if request != self.estimate_request:
+                return  # the form changed while an older estimate ran: a newer one is on its way
+            try:
+                config = resolve_config(values.profile, values.overrides)
+                plan = planner(config, values.subsets, values.launch, on_message=said)
+                message = EstimateReady(request, estimate_line(plan), plan)
+            except Exception as exc:  # bad settings or missing data: the line says it
+                message = EstimateReady(request, first_line(exc), error=True)
+        self.post_message(message)
+
+    def on_estimate_ready(self, message: EstimateReady) -> None:
+        if message.request != self.estimate_request:
+            return  # about settings changed since
+        busy = message.plan is None and not message.error
+        self.estimate = message.plan
+        self.show_estimate(message.text, error=message.error, busy=busy)
+
+    # -- starting ------------------------------------------------------------------------------
 
     def action_start(self) -> None:
         if self.checking:
@@ -149,6 +289,7 @@ class NewExperimentScreen(Screen):
             experiment = experiments.create_experiment(
                 store, config, name=values.name, profile=values.profile, out_root=out_root,
                 gpus=values.gpus, runs_per_gpu=values.parallel, max_parallel=values.parallel,
+                subsets=values.subsets,
             )
             experiments.launch(db.path, store, experiment)
             self.post_message(FormChecked(experiment.id))

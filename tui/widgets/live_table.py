@@ -44,11 +44,14 @@ class LiveTable(DataTable):
         self._order: Callable[[Sequence], object] | None = None
         self.set_columns(columns)
 
-    def set_columns(self, columns: Sequence[tuple[str, str]]) -> None:
-        """The columns, once: a table whose columns depend on data gets them with its first rows."""
+    def set_columns(self, columns: Sequence[tuple[str, str]], optional: Sequence[str] | None = None) -> None:
+        """The columns, once: a table whose columns depend on data gets them (and which of them
+        are optional, if not given before) with its first rows."""
         if self._columns or not columns:
             return
         self._columns = list(columns)
+        if optional is not None:
+            self._optional = list(optional)
         self._show_columns(self._fitting())
 
     def _show_columns(self, keys: list[str]) -> None:

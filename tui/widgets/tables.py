@@ -7,12 +7,29 @@ from textual.binding import Binding
 from tui.widgets.live_table import LiveTable
 
 
+# What a narrow runs table leaves out after the tasks' score columns, in this order; run,
+# status, device, progress and overall always show.
+RUNS_OPTIONAL = ("elapsed", "loss", "eta")
+
+
+def score_column(task: str) -> str:
+    """The key of a task's score column in the runs table."""
+    return f"score:{task}"
+
+
 class RunsTable(LiveTable):
-    """One row per run; the score columns are the experiment's tasks, known with the first poll."""
+    """One row per run; the score columns are the experiment's tasks, known with the first poll.
+
+    Where not every column fits (four tasks at 80 columns), the tasks' score columns go first,
+    the last task's first: the run's line under the table has every score, and the overall
+    column stays."""
 
     def show_runs(self, tasks: tuple[str, ...], rows: dict) -> None:
+        scores = [score_column(t) for t in tasks]  # a declared task may be called 'loss'
         self.set_columns([("run", "run"), ("status", "status"), ("device", "device"), ("progress", "ep step"),
-                          ("loss", "loss"), *((t, t) for t in tasks), ("elapsed", "elapsed"), ("eta", "ETA")])
+                          ("loss", "loss"), *zip(scores, tasks), ("overall", "overall"),
+                          ("elapsed", "elapsed"), ("eta", "ETA")],
+                         optional=(*reversed(scores), *RUNS_OPTIONAL))
         self.sync(rows)
 
 
