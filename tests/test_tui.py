@@ -176,7 +176,7 @@ async def test_four_tasks_fit_80_columns_leaving_score_columns_out(db_path):
         assert rows[0].split() == ["sst", "finished", "cuda:0", "2", "40/40", "0.300", "0.420", "0.4200", "11:40", "-"]
         table.move_to(str(full.id))
         detail = screen.query_one("#run-detail")
-        scores = "  ".join(f"{t} {full.best_scores[t]:.4f}" for t in ("sst", "para", "sts", "cfimdb"))
+        scores = "  ".join(f"{t} {full.best_scores[t]:.3f}" for t in ("sst", "para", "sts", "cfimdb"))
         await wait_for(pilot, lambda: f"best {scores}  overall {full.best_overall:.4f}" in " ".join(plain(detail).split("\n")),
                        what="every score under the table")
         row = next(line for line in shown() if line.startswith(" sst+para+sts+cfimdb"))

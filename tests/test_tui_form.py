@@ -238,20 +238,11 @@ def _write_task_file(folder, name: str = "tickets", file: str = "powerbert.toml"
     (folder / file).write_text(TICKETS.replace("tickets", name))
 
 
-@pytest.fixture
-def task_registry():
-    """The tests below register tasks: the registry as it was afterwards."""
-    saved = dict(TASKS)
-    yield TASKS
-    TASKS.clear()
-    TASKS.update(saved)
-
-
 @run_async
-async def test_tasks_declared_in_powerbert_toml_get_boxes(tmp_path, monkeypatch, task_registry):
+async def test_tasks_declared_in_powerbert_toml_get_boxes(tmp_path, monkeypatch):
     """./powerbert.toml is read at start: its task has a box after the built-in ones, in the tab
     order, ticked (it is not optional), and the estimate counts it; a task declared after the
-    form opened gets its box too."""
+    form opened gets its box too. (conftest's task_registry forgets them afterwards.)"""
     from powerbert.data.taskfile import load_declared_tasks
     from tui.messages import TasksDeclared
 
@@ -281,7 +272,7 @@ async def test_tasks_declared_in_powerbert_toml_get_boxes(tmp_path, monkeypatch,
 
 
 @run_async
-async def test_a_bad_powerbert_toml_is_one_line_and_the_dashboard_goes_on(tmp_path, monkeypatch, task_registry):
+async def test_a_bad_powerbert_toml_is_one_line_and_the_dashboard_goes_on(tmp_path, monkeypatch):
     (tmp_path / "powerbert.toml").write_text("[tasks.tickets\ntext = 1\n")
     monkeypatch.chdir(tmp_path)
     app = make_app(tmp_path / "runs.db")

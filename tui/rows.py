@@ -72,7 +72,8 @@ def run_cells(run: Run, tasks: tuple[str, ...], now: float, start_step: int | No
 
 def run_detail(run: Run, epochs: int | None = None, start_step: int | None = None) -> Text:
     """The line under the table for the selected run: where it is (epoch of `epochs`, step),
-    where this attempt started (`start_step`), why a run failed or was lost, and the step
+    where this attempt started (`start_step`), its best score on each of its tasks and overall
+    (a narrow runs table leaves score columns out), why a run failed or was lost, and the step
     that resuming a stopped, failed or lost run continues from."""
     text = Text()
     text.append(run_label(run.subset, run.kind), style="bold")
@@ -93,7 +94,7 @@ def run_detail(run: Run, epochs: int | None = None, start_step: int | None = Non
         best.append(("overall", run.best_overall))
     if best:
         # Every task's score: a narrow runs table leaves some of its score columns out.
-        text.append("  best " + "  ".join(f"{name} {value:.4f}" for name, value in best))
+        text.append("  best " + "  ".join(f"{name} {value:.{4 if name == 'overall' else 3}f}" for name, value in best))
     elif run.best_overall is not None:
         text.append(f"  best overall {run.best_overall:.4f}")
     if run.status in PROBLEM:

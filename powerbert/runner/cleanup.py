@@ -90,8 +90,9 @@ def plan_deletion(store: Store, key: str) -> Deletion:
             plan.bytes += tree_bytes(run.out_dir)
         else:
             plan.kept.append(run.out_dir)
-    if whole and experiment.out_dir:
-        plan.bytes = max(plan.bytes, tree_bytes(experiment.out_dir) - sum(tree_bytes(k) for k in plan.kept if inside(k, experiment.out_dir)))
+    log = Path(experiment.out_dir) / "supervisor.log" if whole and experiment.out_dir else None
+    if log is not None and log.is_file():
+        plan.bytes += log.stat().st_size  # the only file of the experiment's own that goes too
     return plan
 
 

@@ -33,8 +33,8 @@ class LiveTable(DataTable):
     """Columns are given once as (key, label); rows arrive as {row key: cells}."""
 
     def __init__(self, columns: Sequence[tuple[str, str]] = (), *, optional: Sequence[str] = (), **kwargs) -> None:
-        # One space before every cell instead of DataTable's padding on both sides: a run table
-        # with three tasks then fits 80 columns.
+        # One space before every cell instead of DataTable's padding on both sides: half the
+        # room between columns, so fewer optional columns have to go at 80 columns.
         super().__init__(cursor_type="row", cell_padding=0, **kwargs)
         self._columns: list[tuple[str, str]] = []  # every column, shown or not
         self._column_keys: list[str] = []  # the columns shown, in order

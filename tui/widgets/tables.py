@@ -6,7 +6,6 @@ from textual.binding import Binding
 
 from tui.widgets.live_table import LiveTable
 
-
 # What a narrow runs table leaves out after the tasks' score columns, in this order; run,
 # status, device, progress and overall always show.
 RUNS_OPTIONAL = ("elapsed", "loss", "eta")
