@@ -6,8 +6,9 @@ finished demo experiment, this checkout against an older one, interleaved.
 
 Each side runs `python -m powerbert COMMAND` with PYTHONPATH at its checkout, so the only
 difference is the code imported. The demo experiment is trained once with this checkout
-(a few CPU minutes) and kept under $POWERBERT_BENCH_CACHE; both sides read the same runs.db, and
-`stop` on a finished experiment changes nothing. Prints each command's median wall time per
+(a few CPU minutes) and kept under $POWERBERT_BENCH_CACHE; both sides read the same experiment
+(the older checkout a copy of runs.db at the schema it knows), and `stop` on a finished
+experiment changes nothing. Prints each command's median wall time per
 side and the ratio; the target is this checkout's `stop` and `status` under 0.4 s each.
 """
 
@@ -41,6 +42,30 @@ def demo_db() -> Path:
     return db
 
 
+def schema_1_copy(db: Path) -> Path:
+    """The same experiment as an older checkout reads it: runs.db at schema 1 (before the
+    runs.earlier_elapsed column of migration 2), beside the original."""
+    import shutil
+    import sqlite3
+
+    old = db.with_name("runs-schema1.db")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{old}{suffix}").unlink(missing_ok=True)
+    source = sqlite3.connect(db)
+    target = sqlite3.connect(old)
+    source.backup(target)
+    source.close()
+    columns = [r[1] for r in target.execute("PRAGMA table_info(runs)")]
+    if "earlier_elapsed" in columns:
+        target.execute("ALTER TABLE runs DROP COLUMN earlier_elapsed")
+        target.execute("DELETE FROM _sqlite_migrations WHERE name = 'm002_earlier_elapsed'")
+        target.execute("PRAGMA user_version = 1")
+        target.commit()
+    target.close()
+    shutil.copymode(db, old)
+    return old
+
+
 def timed_command(checkout: Path, args: list[str]):
     env = {**os.environ, "PYTHONPATH": str(checkout)}
 
@@ -64,9 +89,11 @@ def main() -> int:
     load = os.getloadavg()[0]
     print(f"== light commands: {cpu_model()}, {os.cpu_count()} cores, load {load:.1f}, python {sys.version.split()[0]}")
     missed = 0
+    old_db = schema_1_copy(db)
     for command in (["stop", EXPERIMENT], ["status", EXPERIMENT], ["list"]):
-        argv = [*command, "--db", str(db)]
-        times = interleaved({"before": timed_command(args.before.resolve(), argv), "after": timed_command(ROOT, argv)}, args.repeats)
+        before_side = timed_command(args.before.resolve(), [*command, "--db", str(old_db)])
+        after_side = timed_command(ROOT, [*command, "--db", str(db)])
+        times = interleaved({"before": before_side, "after": after_side}, args.repeats)
         before, after = median(times["before"]), median(times["after"])
         print(f"   powerbert {command[0]:6s}  before {before:.3f} s ({spread(times['before'])})  "
               f"after {after:.3f} s ({spread(times['after'])})  after/before {after / before:.2f}x")

@@ -8,10 +8,12 @@ classify, one logit [N] for binary, the predicted score [N] for regress.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from powerbert.tasks import TASKS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -22,6 +24,8 @@ class TaskOutputs:
     outputs: np.ndarray  # [N, C] or [N], see the module docstring
 
     def __post_init__(self) -> None:
+        import numpy as np  # here: the store imports this module for every command
+
         self.gold = np.asarray(self.gold, dtype=np.float64)
         self.outputs = np.asarray(self.outputs, dtype=np.float64)
         if len(self.ids) != len(self.gold) or len(self.ids) != len(self.outputs):

@@ -7,6 +7,9 @@ declarations of the tasks it trains, so every process that reads the experiment 
 knows them (`register_declarations`). Everything else (readers, heads, metrics, ensembles, the
 report) reads these fields instead of naming tasks.
 
+numpy is imported inside the functions that score, not at the top: this module is imported by
+every command, and `powerbert stop` should not pay numpy's import for scores it never computes.
+
 Model outputs per task, as stored for the dev set and combined by the ensembles:
   - kind "classify": logits, float array [N, num_classes]; prediction = argmax.
   - kind "binary":   one logit per example, float array [N]; prediction = logit > 0.
@@ -19,11 +22,12 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from powerbert.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,6 +84,8 @@ class Task:
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
         """Turn stored model outputs (see the module docstring) into predicted labels."""
+        import numpy as np
+
         outputs = np.asarray(outputs, dtype=np.float64)
         if self.kind == "classify":
             return outputs.argmax(axis=-1)
@@ -93,6 +99,8 @@ class Task:
 
 
 def score_predictions(metric: str, predicted: np.ndarray, gold: np.ndarray) -> float:
+    import numpy as np
+
     predicted = np.asarray(predicted, dtype=np.float64)
     gold = np.asarray(gold, dtype=np.float64)
     if len(gold) == 0:
@@ -113,6 +121,8 @@ def score_predictions(metric: str, predicted: np.ndarray, gold: np.ndarray) -> f
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
     """Ranks 0..N-1 of `x`, ties sharing their average rank (what Spearman's rho ranks by)."""
+    import numpy as np
+
     order = np.argsort(x, kind="mergesort")
     ranks = np.empty(len(x))
     ranks[order] = np.arange(len(x))
@@ -122,6 +132,8 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
 
 def macro_f1(predicted: np.ndarray, gold: np.ndarray) -> float:
     """F1 of the positive class for 0/1 labels; the mean F1 over the classes present otherwise."""
+    import numpy as np
+
     classes = np.unique(gold)
     classes = np.array([1.0]) if set(classes) <= {0.0, 1.0} and set(np.unique(predicted)) <= {0.0, 1.0} else np.unique(np.concatenate([gold, predicted]))
     scores = []
@@ -247,5 +259,5 @@ def overall_score(scores: dict[str, float]) -> float | None:
     With sst, para and sts this is the course's (sst_acc + para_acc + (sts_r + 1) / 2) / 3.
     """
     parts = [unit_score(name, value) for name, value in scores.items()
-             if value is not None and name in TASKS and not np.isnan(value)]
-    return float(np.mean(parts)) if parts else None
+             if value is not None and name in TASKS and not math.isnan(value)]
+    return sum(parts) / len(parts) if parts else None

@@ -11,7 +11,7 @@ Store hands out, and process.py for the pid_start_time convention (seconds since
 from powerbert.errors import StoreError
 from powerbert.store.api import Store
 from powerbert.store.db import BUSY_TIMEOUT_S, DATABASE_LOCKED, is_database_busy, open_db, schema_version, write_transaction
-from powerbert.store.migrations import MIGRATIONS, Migration, migration
+from powerbert.store.migrations import Migration, migration
 from powerbert.store.models import (
     EnsembleResult,
     Experiment,
@@ -45,3 +45,13 @@ __all__ = [
     "schema_version",
     "write_transaction",
 ]
+
+
+def __getattr__(name: str):
+    # The sqlite-utils migration set is built on first use (powerbert.store.migrations), so
+    # importing the store stays free of sqlite-utils and numpy.
+    if name == "MIGRATIONS":
+        from powerbert.store import migrations
+
+        return migrations.MIGRATIONS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

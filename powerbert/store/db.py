@@ -33,13 +33,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from powerbert.errors import StoreError
 from powerbert.store import migrations as _migrations
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
 
 BUSY_TIMEOUT_S = 10.0
 # SQLite's own words for a lock it could not get. The store's busy error says them too, so the
@@ -104,7 +106,7 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
         except sqlite3.Error as e:
             last = e
             continue
-        names = _migrations.migration_names(_migrations.MIGRATIONS)
+        names = _migrations.known_migration_names()
         _refuse_newer(version, len(names), str(path))
         if version < len(names):
             conn.close()
@@ -166,15 +168,20 @@ def migrate(conn: sqlite3.Connection, label: str) -> None:
       - databases written before sqlite-utils kept the record (`_adopt_applied`).
     A migration that fails rolls the whole transaction back: the database stays as it was.
     """
-    schema = _migrations.MIGRATIONS  # looked up now, so tests can swap the set
-    names = _migrations.migration_names(schema)
+    names = _migrations.known_migration_names()
     version = schema_version(conn)
     _refuse_newer(version, len(names), label)
+    recorded = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_migrations.MIGRATIONS_TABLE,)).fetchone()
+    if version == len(names) and recorded:
+        # The common case: no write lock taken, and no sqlite-utils imported (about 0.1 s with
+        # the numpy it brings), just to open an up-to-date database.
+        return
+    from sqlite_utils import Database
+
+    schema = _migrations.MIGRATIONS  # looked up now, so tests can swap the set
     # No plugins (they could register functions on our connection) and no recursive_triggers
     # pragma: the Database only lends its migration and table helpers to open_db's connection.
     db = Database(conn, recursive_triggers=False, execute_plugins=False)
-    if version == len(names) and db.table(schema.migrations_table).exists():
-        return  # the common case: no write lock taken just to open the database
     with write_transaction(conn, label):
         version = schema_version(conn)  # another process may have migrated it meanwhile
         _refuse_newer(version, len(names), label)

@@ -19,20 +19,58 @@ table copy. The store validates statuses instead (models.RunStatus / ExperimentS
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
 
 # A migration function: it gets the sqlite-utils Database wrapping the connection open_db holds,
 # inside the write transaction.
-Migration = Callable[[Database], None]
+Migration = Callable[["Database"], None]
 
 # The set's name is part of every record in _sqlite_migrations: never change it.
 MIGRATION_SET = "powerbert"
-MIGRATIONS = Migrations(MIGRATION_SET)
+MIGRATIONS_TABLE = "_sqlite_migrations"  # sqlite-utils' record, read by open_db's fast path
 
-# `@migration` registers a function as the next migration, recorded under the function's name.
-migration = MIGRATIONS()
+# The migrations in order, as (name, function). The sqlite-utils set (`MIGRATIONS`) is built from
+# them on first use: importing sqlite-utils (and the numpy it imports) costs about 0.1 s, which a
+# command that opens an up-to-date database (`powerbert stop`, `status`) never needs to pay.
+STEPS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register `fn` as the next migration, recorded under the function's name."""
+    STEPS.append((fn.__name__, fn))
+    return fn
+
+
+def build_migrations(steps: list[tuple[str, Migration]]) -> Migrations:
+    """A sqlite-utils migration set holding `steps`, in order."""
+    from sqlite_utils.migrations import Migrations
+
+    migrations = Migrations(MIGRATION_SET)
+    for name, fn in steps:
+        migrations(name=name)(fn)
+    return migrations
+
+
+def __getattr__(name: str) -> Any:
+    # `MIGRATIONS`, the sqlite-utils set, built when first asked for (tests swap in their own
+    # by setting the attribute; that one is then used).
+    if name == "MIGRATIONS":
+        built = build_migrations(STEPS)
+        globals()["MIGRATIONS"] = built
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def known_migration_names() -> list[str]:
+    """The names of the migrations open_db applies, without building the sqlite-utils set
+    unless a test has put its own in place."""
+    if "MIGRATIONS" in globals():
+        return migration_names(globals()["MIGRATIONS"])
+    return [name for name, _ in STEPS]
 
 
 def migration_names(migrations: Migrations) -> list[str]:

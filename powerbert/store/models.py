@@ -15,8 +15,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from powerbert.errors import StoreError
 from powerbert.tasks import register_declarations
 
@@ -158,9 +156,9 @@ def to_json(value: Any) -> str:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
+    if _is_numpy(value) and hasattr(value, "ndim") and value.ndim > 0:
         return value.tolist()
-    if isinstance(value, np.generic):
+    if _is_numpy(value):
         return value.item()
     if isinstance(value, Enum):
         return value.value
@@ -234,7 +232,7 @@ def encode_run_field(name: str, value: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     # numpy scalars (a loss from .item()-less code) and paths would not bind otherwise
-    if isinstance(value, np.generic):
+    if _is_numpy(value):
         return value.item()
     if isinstance(value, Path):
         return str(value)
@@ -252,3 +250,8 @@ def run_folder(experiment_dir: str, subset: str, kind: str) -> str:
     """Where a run keeps its checkpoints and log: <experiment>/<subset>, or <experiment>/<kind>-<subset>
     for a baseline (`frozen-sst+para+sts`), so every run of an experiment is one folder deep."""
     return os.path.join(experiment_dir, subset if kind == "powerset" else f"{kind}-{subset}")
+
+
+def _is_numpy(value: Any) -> bool:
+    """A numpy array or scalar, told without importing numpy (every command imports the store)."""
+    return type(value).__module__ == "numpy"

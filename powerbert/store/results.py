@@ -15,8 +15,6 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
-import numpy as np
-
 from powerbert.errors import StoreError
 from powerbert.outputs import TaskOutputs
 from powerbert.store.base import StoreBase
@@ -60,6 +58,8 @@ class ResultsMixin(StoreBase):
         """The run's dev outputs per task (registry order), as saved; {} if none.
 
         A task saved with zero examples is not stored, so it does not come back."""
+        import numpy as np  # here: reading dev outputs is the only use, and every command imports the store
+
         rows = self._rows(
             "SELECT task, example_id, gold, output FROM dev_outputs WHERE run_id = ?"
             " ORDER BY task, position",
