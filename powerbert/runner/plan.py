@@ -44,13 +44,14 @@ class Plan:
     calibration: Calibration
 
 
-def training_rows(config: TrainConfig, task: str) -> tuple[int, int]:
-    """(training rows per epoch, dev rows) of a task as a run would read them."""
+def training_rows(config: TrainConfig, task: str) -> tuple[int, int, int]:
+    """(training rows per epoch, training rows in the file, dev rows) of a task as a run reads
+    them: it tokenises every row of its files, and trains on `max_train` of them each epoch."""
     from powerbert.data.files import load_split
 
     train = len(load_split(task, config.data_dir, "train", skip_bad_rows=True))
     dev = len(load_split(task, config.data_dir, "dev", skip_bad_rows=True))
-    return (min(train, config.max_train) if config.max_train else train), dev
+    return (min(train, config.max_train) if config.max_train else train), train, dev
 
 
 def plan_experiment(config: TrainConfig, subsets: list[tuple[str, ...]], launch: dict, *, keep_resume_state: bool = False,
@@ -70,12 +71,14 @@ def plan_experiment(config: TrainConfig, subsets: list[tuple[str, ...]], launch:
         steps = max(batches) if config.epoch_size == "max" else min(batches)
         timing = {t: calibration.tasks[t] for t in subset}
         step_s = sum(t.step_s for t in timing.values())
-        eval_s = sum(rows[t][1] * timing[t].eval_row_s for t in subset)
-        tokenize_s = sum((rows[t][0] + rows[t][1]) * timing[t].tokenize_row_s for t in subset)
+        eval_s = sum(rows[t][2] * timing[t].eval_row_s for t in subset)
+        tokenize_s = sum((rows[t][1] + rows[t][2]) * timing[t].tokenize_row_s for t in subset)
         checkpoint_s = CHECKPOINTS_PER_EPOCH * 4 * calibration.parameter_bytes / calibration.checkpoint_bytes_per_s
         seconds = calibration.startup_s + tokenize_s + config.epochs * (steps * step_s + eval_s + checkpoint_s)
         runs.append(RunEstimate(subset_name(subset), per_task, steps, config.epochs, seconds))
-    wall = _schedule(runs, slots)
+    # The supervisor's own start (its imports and the settings check: much what a worker's
+    # start costs) and, once every run has ended, the ensembles' evaluation.
+    wall = calibration.startup_s + _schedule(runs, slots) + ensemble_seconds(tasks, {t: rows[t][2] for t in tasks}, subsets)
     best = calibration.parameter_bytes
     resume = 3 * calibration.parameter_bytes  # weights and the optimizer's two moments
     disk = len(runs) * (best + (resume if keep_resume_state else 0))
@@ -91,3 +94,33 @@ def _schedule(runs: list[RunEstimate], slots: list[str]) -> float:
         run.slot, run.starts_at = f"{slots[i]}#{i}" if slots.count(slots[i]) > 1 else slots[i], free_at[i]
         free_at[i] += run.seconds + SUPERVISOR_POLL_S
     return max(free_at) if runs else 0.0
+
+
+def ensemble_seconds(tasks: tuple[str, ...], dev_rows: dict[str, int], subsets: list[tuple[str, ...]]) -> float:
+    """How long evaluating every ensemble scheme takes for these tasks, dev sizes and members:
+    measured by running the real evaluation (powerbert.results.ensemble) on outputs of those
+    shapes (their values do not change the work), in this process."""
+    import time
+
+    import numpy as np
+
+    from powerbert.outputs import TaskOutputs
+    from powerbert.results.ensemble import evaluate_all
+    from powerbert.tasks import TASKS
+
+    rng = np.random.default_rng(0)
+    gold = {}
+    for task in tasks:  # one gold per task: the members of a task share its dev file
+        n, spec = dev_rows[task], TASKS[task]
+        gold[task] = rng.integers(0, max(spec.num_classes, 2), n).astype(float) if spec.kind != "regress" else rng.uniform(0, 1, n)
+    dev = {}
+    for subset in subsets:
+        outputs = {}
+        for task in subset:
+            n, spec = dev_rows[task], TASKS[task]
+            shape = (n, spec.num_classes) if spec.kind == "classify" else (n,)
+            outputs[task] = TaskOutputs(task, [str(i) for i in range(n)], gold[task], rng.normal(size=shape))
+        dev[subset_name(subset)] = outputs
+    start = time.perf_counter()
+    evaluate_all(dev, tasks, expected_models=[subset_name(s) for s in subsets])
+    return time.perf_counter() - start
