@@ -1,9 +1,10 @@
 """Calibration: how long the pieces of a run take on this device, with this model, measured.
 
 `calibrate(config, tasks, threads)` times, for each task, real training steps (the product's
-own `TrainStep`, on batches of the task's own rows, after warm-up steps) and real dev forward
-passes, plus what every run pays once: importing torch and transformers in a fresh process,
-loading the model and tokenizer, tokenising rows, writing a checkpoint. `powerbert plan` builds
+own `TrainStep`, on batches of the task's own rows spread over a whole pass, after warm-up
+steps) and real dev forward passes, plus what every run pays once: a fresh process importing
+PowerBERT's model code and building the model and tokenizer, tokenising rows, writing a
+checkpoint. `powerbert plan` builds
 its estimates from these figures. They are cached (a JSON file under ~/.cache/powerbert, keyed
 by model, device, precision, max length, batch size, threads and the task's data file) so a
 second plan of the same setting is instant.
@@ -24,8 +25,8 @@ from pathlib import Path
 from powerbert.config import TrainConfig
 
 WARMUP_STEPS = 2  # first steps pay allocation and autotuning: not counted
-TIMED_STEPS = 5
-CACHE_VERSION = 2
+TIMED_STEPS = 7
+CACHE_VERSION = 5
 
 
 @dataclass
@@ -121,11 +122,9 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
         device = resolve_device(config.device)
         if device.type == "cpu":
             tune_cpu_runtime()
-        imports = _import_seconds()
-        start = time.perf_counter()
+        startup_s = _startup_seconds(config, tasks)
         tokenizer = load_tokenizer(config.model)
         model = build_model(config.model, tasks, config.heads).to(device)
-        load_s = time.perf_counter() - start
         optimizer = make_optimizer(model, config)
         step = TrainStep(model, optimizer, make_combiner("sum", config.seed), config, device)
         timings = {}
@@ -139,14 +138,18 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
             tokenize_row_s = (time.perf_counter() - start) / max(1, len(train) + len(dev))
             stream = TaskStream(encoded, config.batch_size, config.seed, config.max_train)
             model.train()
+            # Timed batches spread over the whole first pass: batches are length-bucketed in
+            # windows, sorted inside each, so the first few hold the shortest rows.
+            last = stream.batches_per_pass - 1
+            timed = [round(i * last / max(1, TIMED_STEPS - 1)) for i in range(TIMED_STEPS)]
             times = []
-            for k in range(WARMUP_STEPS + TIMED_STEPS):
+            for i, k in enumerate([*range(WARMUP_STEPS), *timed]):
                 batch = stream.batch(k)
                 start = time.perf_counter()
                 step({task: batch}, k)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                if k >= WARMUP_STEPS:
+                if i >= WARMUP_STEPS:
                     times.append(time.perf_counter() - start)
             model.eval()
             rows = 0
@@ -161,21 +164,36 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
                         model.task_outputs(batch).float().cpu()
                     rows += len(indices)
             eval_row_s = (time.perf_counter() - start) / max(1, rows)
-            timings[task] = TaskTiming(statistics.median(times), eval_row_s, tokenize_row_s)
+            # The mean, not the median: the samples span short to long batches, and a run pays them all.
+            timings[task] = TaskTiming(statistics.fmean(times), eval_row_s, tokenize_row_s)
         parameter_bytes = sum(p.numel() * 4 for p in model.parameters())
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
             ckpt.atomic_save_tensors(Path(folder) / "probe.safetensors", model.state_dict(), {"kind": "probe"})
             write_s = time.perf_counter() - start
-        fixed = {"startup_s": imports + load_s, "checkpoint_bytes_per_s": parameter_bytes / max(write_s, 1e-6), "parameter_bytes": parameter_bytes}
+        fixed = {"startup_s": startup_s, "checkpoint_bytes_per_s": parameter_bytes / max(write_s, 1e-6), "parameter_bytes": parameter_bytes}
         return timings, fixed
     finally:
         torch.set_num_threads(before)
 
 
-def _import_seconds() -> float:
-    """What a fresh worker process pays before it trains anything: Python and the imports of
-    torch and transformers' model classes, timed in a new process."""
-    code = "import time; t = time.perf_counter(); import torch, transformers; from transformers import AutoModel; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def _startup_seconds(config: TrainConfig, tasks: tuple[str, ...]) -> float:
+    """What a worker pays before its first step, other than reading its data: a fresh Python,
+    the imports, the tokenizer and the model built and loaded, timed from outside the process
+    (this process has most of it imported already, so timing here would count too little)."""
+    code = (
+        "import sys\n"
+        "from powerbert.config import TrainConfig\n"
+        "from powerbert.model.multitask import build_model, load_tokenizer\n"
+        "config = TrainConfig.from_dict(__import__('json').loads(sys.argv[1]))\n"
+        "load_tokenizer(config.model)\n"
+        "build_model(config.model, config.tasks, config.heads)\n"
+    )
+    settings = json.dumps({**config.to_dict(), "tasks": list(tasks)})
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    seconds = []
+    for _ in range(2):  # the faster of two: the first may read the model's files from a cold disk cache
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code, settings], capture_output=True, text=True, timeout=600, check=True, env=env)
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
