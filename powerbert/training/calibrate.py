@@ -122,7 +122,7 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
         device = resolve_device(config.device)
         if device.type == "cpu":
             tune_cpu_runtime()
-        startup_s = _startup_seconds(config, tasks)
+        startup_s = _startup_seconds(config)
         tokenizer = load_tokenizer(config.model)
         model = build_model(config.model, tasks, config.heads).to(device)
         optimizer = make_optimizer(model, config)
@@ -177,19 +177,20 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
         torch.set_num_threads(before)
 
 
-def _startup_seconds(config: TrainConfig, tasks: tuple[str, ...]) -> float:
+def _startup_seconds(config: TrainConfig) -> float:
     """What a worker pays before its first step, other than reading its data: a fresh Python,
     the imports, the tokenizer and the model built and loaded, timed from outside the process
     (this process has most of it imported already, so timing here would count too little)."""
+    # The encoder is what costs; the heads are a few small layers (and the task names of a task
+    # file would mean nothing to a fresh process that has not read it).
     code = (
         "import sys\n"
-        "from powerbert.config import TrainConfig\n"
-        "from powerbert.model.multitask import build_model, load_tokenizer\n"
-        "config = TrainConfig.from_dict(__import__('json').loads(sys.argv[1]))\n"
-        "load_tokenizer(config.model)\n"
-        "build_model(config.model, config.tasks, config.heads)\n"
+        "from powerbert.model.multitask import load_encoder, load_tokenizer\n"
+        "model = sys.argv[1] or None\n"
+        "load_tokenizer(model)\n"
+        "load_encoder(model)\n"
     )
-    settings = json.dumps({**config.to_dict(), "tasks": list(tasks)})
+    settings = config.model or ""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     seconds = []
     for _ in range(2):  # the faster of two: the first may read the model's files from a cold disk cache
