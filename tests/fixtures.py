@@ -101,3 +101,18 @@ def noisy_outputs(task: str, gold, rng):
     if task == "para":
         return (2 * gold - 1) + rng.normal(size=n) * 1.5
     return np.clip(gold + rng.normal(size=n), 0, 5)
+
+
+def run_worker_here(db: Path | str, run_id: int, device_label: str = "cpu") -> int:
+    """The real worker (powerbert.runner.worker.run_worker) in this process, for tests that
+    train without a supervisor; the SIGTERM/SIGINT handlers it installs are put back for pytest."""
+    import signal
+
+    from powerbert.runner.worker import run_worker
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        return run_worker(str(db), run_id, device_label)
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])

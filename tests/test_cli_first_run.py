@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from powerbert.cli.live import follow
 from powerbert.config import TrainConfig
 from powerbert.runner import experiments
 from powerbert.store import ExperimentStatus, RunStatus, Store
+from tests.fixtures import run_worker_here
 
 RUNNER = CliRunner()
 
@@ -30,15 +30,8 @@ def invoke(*args):
 
 
 def train_in_process(db: Path, run_id: int, device_label: str = "cpu") -> None:
-    """The real worker, in this process (its signal handlers put back for pytest)."""
-    from powerbert.runner.worker import run_worker
-
-    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        assert run_worker(str(db), run_id, device_label) == 0
-    finally:
-        signal.signal(signal.SIGINT, handlers[0])
-        signal.signal(signal.SIGTERM, handlers[1])
+    """The real worker, in this process."""
+    assert run_worker_here(db, run_id, device_label) == 0
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import random
-import signal
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from powerbert.data.taskfile import load_task_file
 from powerbert.errors import ConfigError, DataError
 from powerbert.results.ensemble import SCHEMES
 from powerbert.store import ExperimentStatus, RunStatus, Store
-from tests.fixtures import SENTIMENT, TOPICS
+from tests.fixtures import SENTIMENT, TOPICS, run_worker_here
 from tests.test_predict import one_torch_thread
 
 QUEUES = ["billing", "bug", "account"]
@@ -91,17 +90,11 @@ def invoke(*args):
 def train_experiment_in_process(db: Path) -> None:
     """The experiment's runs through the real worker, in this process (no supervisor)."""
     from powerbert.results.evaluate import ensemble_experiment
-    from powerbert.runner.worker import run_worker
 
     with Store(db) as store, one_torch_thread():
         exp = store.latest_experiment()
         for run in store.runs(exp.id):
-            handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-            try:
-                assert run_worker(str(db), run.id, "cpu") == 0, store.get_run(run.id).error
-            finally:
-                signal.signal(signal.SIGINT, handlers[0])
-                signal.signal(signal.SIGTERM, handlers[1])
+            assert run_worker_here(db, run.id) == 0, store.get_run(run.id).error
         ensemble_experiment(store, exp.id)
         store.update_experiment(exp.id, status=ExperimentStatus.FINISHED)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 
 from typer.testing import CliRunner
 
@@ -16,6 +15,7 @@ from powerbert.results.evaluate import ensemble_experiment
 from powerbert.runner import experiments
 from powerbert.store import RunStatus, Store
 from powerbert.subsets import select_subsets
+from tests.fixtures import run_worker_here
 from tests.test_predict import one_torch_thread
 
 FOUR = ("sst", "para", "sts", "cfimdb")
@@ -61,8 +61,6 @@ def test_subset_grammar():
 
 
 def test_four_tasks_make_15_runs_and_every_task_ensembles_its_8_members(tmp_path, tiny_model_dir, toy_data_dir):
-    from powerbert.runner.worker import run_worker
-
     config = TrainConfig(tasks=FOUR, data_dir=str(toy_data_dir), model=str(tiny_model_dir), epochs=1, max_train=16,
                          batch_size=16, lr=1e-3, precision="fp32", checkpoint_every_s=1e9)
     with Store(tmp_path / "runs.db") as store, one_torch_thread():
@@ -70,12 +68,7 @@ def test_four_tasks_make_15_runs_and_every_task_ensembles_its_8_members(tmp_path
         runs = store.runs(exp.id)
         assert len(runs) == 15
         for run in runs:
-            handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-            try:
-                assert run_worker(str(tmp_path / "runs.db"), run.id, "cpu") == 0, store.get_run(run.id).error
-            finally:
-                signal.signal(signal.SIGINT, handlers[0])
-                signal.signal(signal.SIGTERM, handlers[1])
+            assert run_worker_here(tmp_path / "runs.db", run.id) == 0, store.get_run(run.id).error
         assert all(r.status == RunStatus.FINISHED for r in store.runs(exp.id))
         outcomes = ensemble_experiment(store, exp.id)
     for task in FOUR:

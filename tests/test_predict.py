@@ -12,7 +12,6 @@ Over 300 lines on purpose: every case shares its one expensive fixture, seven tr
 from __future__ import annotations
 
 import shutil
-import signal
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from powerbert.results import evaluate as results
 from powerbert.runner import experiments
 from powerbert.store import Experiment, ExperimentStatus, RunStatus, Store
 from powerbert.tasks import TASKS
+from tests.fixtures import run_worker_here
 
 EXPERIMENT = "tiny"
 
@@ -53,18 +53,10 @@ def build_tiny_experiment(root: Path, model_dir: Path, data_dir: Path) -> TinyEx
         tasks=("sst", "para", "sts"), data_dir=str(data_dir), model=str(model_dir), epochs=1,
         max_train=32, batch_size=16, lr=1e-3, precision="fp32", checkpoint_every_s=1e9,
     )
-    from powerbert.runner.worker import run_worker
-
     with Store(built.db) as store, one_torch_thread():
         exp = experiments.create_experiment(store, config, name=EXPERIMENT, out_root=root / "runs")
         for run in store.runs(exp.id):
-            # run_worker sets SIGTERM/SIGINT handlers for its process: give pytest its own back
-            handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-            try:
-                assert run_worker(str(built.db), run.id, "cpu") == 0, store.get_run(run.id).error
-            finally:
-                signal.signal(signal.SIGINT, handlers[0])
-                signal.signal(signal.SIGTERM, handlers[1])
+            assert run_worker_here(built.db, run.id) == 0, store.get_run(run.id).error
         results.ensemble_experiment(store, exp.id)
         store.update_experiment(exp.id, status=ExperimentStatus.FINISHED)
     (root / "ready").touch()
@@ -156,20 +148,13 @@ def test_models_and_ensembles_reproduce_the_stored_dev_results(tiny_experiment, 
 def test_bf16_runs_predict_at_bf16_and_reproduce_their_dev_outputs(tmp_path, tiny_model_dir, toy_data_dir):
     """Runs trained under bf16 autocast (the default) are evaluated on dev under it: prediction
     uses the same precision unless told otherwise, so it gives the stored dev outputs."""
-    from powerbert.runner.worker import run_worker
-
     config = TrainConfig(tasks=("sts",), data_dir=str(toy_data_dir), model=str(tiny_model_dir), epochs=1,
                          max_train=32, batch_size=16, lr=1e-3, precision="bf16", checkpoint_every_s=1e9)
     db = tmp_path / "runs.db"
     with Store(db) as store:
         exp = experiments.create_experiment(store, config, name="bf16", out_root=tmp_path / "runs")
         run = store.runs(exp.id)[0]
-        handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-        try:
-            assert run_worker(str(db), run.id, "cpu") == 0, store.get_run(run.id).error
-        finally:
-            signal.signal(signal.SIGINT, handlers[0])
-            signal.signal(signal.SIGTERM, handlers[1])
+        assert run_worker_here(db, run.id) == 0, store.get_run(run.id).error
         results.ensemble_experiment(store, exp.id)
         stored = store.dev_outputs(run.id)["sts"].outputs
         loaded = predict.load_experiment_models(store, "bf16")

@@ -5,11 +5,10 @@ Run: python -m pytest tests/test_tui_playground.py -q
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 
 from powerbert.store import Store
+from tests.fixtures import run_worker_here
 from tests.tui_harness import TASKS3, make_app, plain, run_async, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -24,22 +23,15 @@ def tiny_experiment(tmp_path_factory, tiny_model_dir, toy_data_dir):
     from powerbert.config import TrainConfig
     from powerbert.results.evaluate import ensemble_experiment
     from powerbert.runner import experiments
-    from powerbert.runner.worker import run_worker
-
     root = tmp_path_factory.mktemp("tiny-exp")
     path = root / "runs.db"
     config = TrainConfig(tasks=TASKS3, data_dir=str(toy_data_dir), model=str(tiny_model_dir), epochs=1, max_train=32,
                          batch_size=16, lr=1e-3, precision="fp32", checkpoint_every_s=1e9)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        with Store(path) as store:
-            exp = experiments.create_experiment(store, config, name="tiny", out_root=root / "runs")
-            for run in store.runs(exp.id):
-                assert run_worker(str(path), run.id, "cpu") == 0
-            ensemble_experiment(store, exp.id)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    with Store(path) as store:
+        exp = experiments.create_experiment(store, config, name="tiny", out_root=root / "runs")
+        for run in store.runs(exp.id):
+            assert run_worker_here(path, run.id) == 0
+        ensemble_experiment(store, exp.id)
     return path
 
 
