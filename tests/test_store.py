@@ -1,5 +1,5 @@
 """Tests for powerbert.store's data: experiments and runs, metrics, dev outputs and ensemble
-results round trips, and the process identity checks. The database file itself (schema,
+results round trips. Process identity: tests/test_store_process.py. The database file itself (schema,
 migrations, refusals, modes): tests/test_store_files.py.
 
 Run: python -m pytest tests/test_store.py -q
@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 
@@ -30,12 +28,9 @@ from powerbert.store import (
     RunStatus,
     Store,
     StoreError,
-    is_same_process,
-    process_start_time,
 )
 from powerbert.store.db import BUSY_TIMEOUT_S, DATABASE_LOCKED
 from powerbert.store.metrics import _LATEST_SQL
-from powerbert.store.process import START_TIME_TOLERANCE_S
 from powerbert.tasks import power_set
 
 pytestmark = pytest.mark.timeout(60)
@@ -368,48 +363,6 @@ def test_ensemble_results_round_trip_and_replace(store, experiment):
                             "missing": [], "cv": {"folds": 5, "score": 0.5}}
     with pytest.raises(StoreError, match="no experiment with id 999"):
         store.save_ensemble_results(999, [EnsembleResult(999, "voting", "sst", 0.5)])
-
-
-# -- processes -----------------------------------------------------------------------------
-
-
-def test_process_start_time_identifies_this_process():
-    started = process_start_time(os.getpid())
-    assert started is not None
-    assert started <= time.time() + 2
-    assert is_same_process(os.getpid(), started)
-    assert not is_same_process(os.getpid(), started - 3600)  # same pid, another process
-    assert not is_same_process(None, started)
-    assert is_same_process(os.getpid(), None)  # no start time recorded: the pid decides
-
-
-def test_an_exited_process_is_not_the_process_any_more():
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                             stdin=subprocess.PIPE)
-    started = process_start_time(child.pid)
-    assert is_same_process(child.pid, started)
-    child.stdin.close()  # it exits...
-    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # ...and, not reaped yet, is a zombie
-    assert process_start_time(child.pid) is None
-    assert not is_same_process(child.pid, started)
-    assert not is_same_process(child.pid, None)  # nothing runs under that pid
-    child.wait()
-    assert not is_same_process(child.pid, started)  # reaped: the pid is free
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="those versions read Linux's /proc")
-def test_start_times_stored_by_versions_that_read_proc_still_match():
-    # Before psutil, PowerBERT stored the boot time (btime in /proc/stat) plus the start ticks
-    # (field 22 of /proc/PID/stat) over CLK_TCK. Worked out here the same way, as a fixture.
-    with open("/proc/stat", encoding="ascii") as f:
-        boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
-    with open(f"/proc/{os.getpid()}/stat", encoding="utf-8") as f:
-        stat = f.read()
-    ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
-    stored = boot + ticks / os.sysconf("SC_CLK_TCK")
-    assert abs(process_start_time(os.getpid()) - stored) <= START_TIME_TOLERANCE_S
-    assert is_same_process(os.getpid(), stored)
-    assert not is_same_process(os.getpid(), stored - 3600)
 
 
 def test_a_write_lock_held_elsewhere_past_the_busy_timeout_is_one_line(store, experiment):
