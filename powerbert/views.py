@@ -1,5 +1,5 @@
-"""What both front ends show of runs.db: status colours, durations and ETA, an experiment's
-best overall score, and experiment summaries.
+"""What both front ends show of runs.db: status colours, durations and ETA, the node a run
+trains on, an experiment's best overall score, and experiment summaries.
 
 The CLI's tables (powerbert.cli.live) and the dashboard (tui/) both draw from here, so the two
 never disagree. Reads runs.db through the store only: no torch, no scipy.
@@ -27,6 +27,22 @@ def fmt_duration(seconds: float | None) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+NODE_DIGITS = 8  # of a Ray node id's 56 hex digits: enough to tell a cluster's nodes apart
+
+
+def shows_node(experiment: Experiment, runs: list[Run]) -> bool:
+    """Whether the runs table has a node column: on the Ray backend (from the start, while
+    every run is still queued, so the columns stay put when runs are placed), or where a run
+    has a node; never for a local experiment."""
+    launch = (experiment.config or {}).get("launch") or {}
+    return launch.get("backend") == "ray" or any(run.node for run in runs)
+
+
+def short_node(run: Run) -> str:
+    """The node a run trains on, as the tables show it: its id's first hex digits; '-' for none."""
+    return run.node[:NODE_DIGITS] if run.node else "-"
 
 
 def eta_seconds(run: Run, now: float | None = None, start_step: int | None = None) -> float | None:

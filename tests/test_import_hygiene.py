@@ -2,6 +2,7 @@
 
 - the headless core never imports the dashboard: every powerbert module is imported and textual
   must not appear in sys.modules (as harlequin checks its core);
+- only the Ray backend imports ray;
 - commands that neither train nor predict (`status`, `list`, `stop`, `resume`, `--help`) never
   import torch, transformers or scipy, which cost them a second or more each.
 """
@@ -38,6 +39,21 @@ def test_core_modules_do_not_import_textual():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(MODULES) > 10
+
+
+def test_powerbert_and_the_local_backend_never_import_ray():
+    """Ray is the Ray backend's alone: `import powerbert`, the CLI, the supervisor with its local
+    backend and the worker leave it out of sys.modules (pip install 'powerbert[ray]' adds it)."""
+    code = (
+        "import sys\n"
+        "import powerbert, powerbert.cli.app, powerbert.runner.supervisor, powerbert.runner.local, powerbert.runner.worker\n"
+        "import powerbert.runner.experiments, powerbert.runner.plan, powerbert.training.loop\n"
+        "bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
+        "print(bad[:5])\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def heavy_modules_loaded_by(*args: str) -> tuple[int, list[str], str]:

@@ -26,7 +26,7 @@ from powerbert.store import (
 )
 from powerbert.store import db as db_module
 from powerbert.store import migrations as migrations_module
-from powerbert.store.migrations import MIGRATION_SET, m001_initial, m002_earlier_elapsed, migration_names
+from powerbert.store.migrations import MIGRATION_SET, m001_initial, m002_earlier_elapsed, m003_run_node, migration_names
 from powerbert.tasks import power_set
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +45,7 @@ EXPECTED_COLUMNS = {
         "ended_at": "REAL", "exit_code": "INTEGER", "error": "TEXT", "log_tail": "TEXT",
         "checkpoint": "TEXT", "out_dir": "TEXT", "epoch": "INTEGER", "step": "INTEGER",
         "total_steps": "INTEGER", "loss": "REAL", "best_scores": "TEXT", "best_overall": "REAL",
-        "attempt": "INTEGER", "updated_at": "REAL", "earlier_elapsed": "REAL",
+        "attempt": "INTEGER", "updated_at": "REAL", "earlier_elapsed": "REAL", "node": "TEXT",
     },
     "metrics": {
         "id": "INTEGER", "run_id": "INTEGER", "step": "INTEGER", "epoch": "REAL",
@@ -131,8 +131,8 @@ def _add_note_column(db: Database) -> None:
 
 
 # The schema this code builds, then one more migration as a later release would add it.
-VERSION_1 = (("m001_initial", m001_initial), ("m002_earlier_elapsed", m002_earlier_elapsed))
-VERSION_2 = (*VERSION_1, ("m003_note", _add_note_column))
+VERSION_1 = (("m001_initial", m001_initial), ("m002_earlier_elapsed", m002_earlier_elapsed), ("m003_run_node", m003_run_node))
+VERSION_2 = (*VERSION_1, ("m004_note", _add_note_column))
 
 
 def test_version_1_database_keeps_its_data_through_a_new_migration(tmp_path, monkeypatch):
@@ -149,7 +149,7 @@ def test_version_1_database_keeps_its_data_through_a_new_migration(tmp_path, mon
     monkeypatch.setattr(migrations_module, "MIGRATIONS", migration_set(*VERSION_2))
     with Store(path) as store:
         assert schema_version(store.conn) == len(VERSION_2)
-        assert applied(store.conn) == ["m001_initial", "m002_earlier_elapsed", "m003_note"]
+        assert applied(store.conn) == ["m001_initial", "m002_earlier_elapsed", "m003_run_node", "m004_note"]
         assert "note" in columns(store.conn, "runs")
         assert [tuple(r) for r in store.conn.execute("SELECT DISTINCT note FROM runs")] == [
             ("none",)
@@ -175,7 +175,7 @@ def test_database_built_by_hand_at_version_1_is_migrated(tmp_path, monkeypatch):
     monkeypatch.setattr(migrations_module, "MIGRATIONS", migration_set(*VERSION_2))
     conn = open_db(path)
     assert schema_version(conn) == len(VERSION_2)
-    assert applied(conn) == ["m001_initial", "m002_earlier_elapsed", "m003_note"]
+    assert applied(conn) == ["m001_initial", "m002_earlier_elapsed", "m003_run_node", "m004_note"]
     assert conn.execute("SELECT name FROM experiments").fetchall() == [("hand",)]
     assert "note" in columns(conn, "runs")
     conn.close()
@@ -214,7 +214,7 @@ def test_database_of_the_previous_release_opens_and_migrates(tmp_path, monkeypat
     monkeypatch.setattr(migrations_module, "MIGRATIONS", migration_set(*VERSION_2))
     with Store(tmp_path / "older.db") as store:  # and straight to a newer schema
         assert schema_version(store.conn) == len(VERSION_2)
-        assert applied(store.conn) == ["m001_initial", "m002_earlier_elapsed", "m003_note"]
+        assert applied(store.conn) == ["m001_initial", "m002_earlier_elapsed", "m003_run_node", "m004_note"]
         assert "note" in columns(store.conn, "runs")
         assert [e.name for e in store.list_experiments()] == ["kept"]
 

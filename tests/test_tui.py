@@ -189,6 +189,46 @@ async def test_four_tasks_fit_80_columns_leaving_score_columns_out(db_path):
         assert table.cursor_key == str(full.id)
 
 
+NODE = "8e0c0a79dda7f3aa5b6c1d2e3f40516273849a0b1c2d3e4f5a6b7c8d"  # a Ray node id: 56 hex digits
+
+
+@run_async
+async def test_runs_on_ray_nodes_show_the_node_at_80_and_120_columns(db_path):
+    """A run placed on a Ray node shows the node id's first 8 hex digits after its device; at 80
+    columns score columns make room for it, the core columns stay and nothing is cut; a local
+    experiment's table has no node column."""
+    from tui.widgets.tables import RunsTable
+
+    with Store(db_path) as store:
+        beta = store.get_experiment("beta")
+        for run in store.runs(beta.id):
+            if run.device:  # started: placed on a node
+                store.update_run(run.id, node=NODE)
+        running = store.find_run("beta/para+sts")
+    app = make_app(db_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_experiment(pilot, "beta", curves=False)
+        table = screen.query_one(RunsTable)
+        await wait_for(pilot, lambda: table.row_count == 7 and "ETA" in _visible_lines(table)[0], what="the runs")
+        header, *rows = _visible_lines(table)
+        assert header.split()[:4] == ["run", "status", "device", "node"]
+        assert {"ep", "step", "loss", "overall", "elapsed", "ETA"} <= set(header.split())
+        assert "sts" not in header.split()  # a score column went to make room
+        assert not any("…" in line for line in (header, *rows)) and all(len(line) <= 80 for line in (header, *rows))
+        assert cell(table, str(running.id), "node") == NODE[:8]
+        row = next(line for line in rows if line.startswith(" para+sts"))
+        assert row.split()[1:4] == ["running", "cuda:0", NODE[:8]]
+
+        await pilot.resize_terminal(120, 24)
+        await wait_for(pilot, lambda: "sts" in _visible_lines(table)[0].split(), what="every column")
+        assert _visible_lines(table)[0].split() == ["run", "status", "device", "node", "ep", "step", "loss", "sst", "para", "sts",
+                                                    "overall", "elapsed", "ETA"]
+        await pilot.press("escape")
+        local = await open_experiment(pilot, "alpha", curves=False)
+        await wait_for(pilot, lambda: local.query_one(RunsTable).row_count == 7, what="alpha's runs")
+        assert "node" not in _visible_lines(local.query_one(RunsTable))[0].split()
+
+
 @run_async
 async def test_selected_run_reads_only_new_metric_rows(db_path):
     app = make_app(db_path)

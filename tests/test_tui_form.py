@@ -15,7 +15,7 @@ import pytest
 
 from powerbert.store import ExperimentStatus, RunStatus, Store
 from powerbert.tasks import TASKS
-from tests.tui_harness import SIZE, cell, make_app, open_experiment, plain, run_async, wait_for
+from tests.tui_harness import SIZE, cell, fake_plan, make_app, open_experiment, plain, run_async, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -61,7 +61,7 @@ async def test_form_refuses_bad_settings_inline(tmp_path, toy_data_dir):
 
 
 FIELDS = ["task-sst", "task-para", "task-sts", "task-cfimdb", "subsets", "data-dir", "model", "profile", "epochs",
-          "max-train", "gpus", "parallel", "name", "start", "cancel"]  # as shown, top to bottom
+          "max-train", "backend", "gpus", "parallel", "name", "start", "cancel"]  # as shown, top to bottom (local backend)
 
 
 @run_async
@@ -88,7 +88,9 @@ async def test_tab_walks_the_fields_in_order_and_typing_goes_into_the_focused_on
         assert app.focused.id == FIELDS[0]
         await pilot.press("shift+tab")
         assert app.focused.id == FIELDS[-1]
-        assert {i.id: i.value for i in form.query(Input)} == typed  # "parallel": 2 replaced the 1
+        # "parallel": 2 replaced the 1; the Ray backend's fields (hidden) kept their defaults
+        assert {i.id: i.value for i in form.query(Input) if i.parent.display} == typed
+        assert {i.id: i.value for i in form.query(Input) if not i.parent.display} == {"ray-address": "", "ray-gpus": "1", "ray-cpus": "1"}
 
 
 @run_async
@@ -214,6 +216,85 @@ async def test_estimate_follows_the_form_calibrating_once(tmp_path, tiny_model_d
         form.query_one("#subsets").value = "upto:x"
         await wait_for(pilot, lambda: "subsets 'upto:x': expected upto:K" in plain(estimate), what="the bad subsets")
         assert not (tmp_path / "runs.db").exists()
+
+
+# ---- the Ray backend -------------------------------------------------------------------------------
+
+
+async def _choose_ray(pilot, form) -> None:
+    form.query_one("#backend").value = "ray"
+    await wait_for(pilot, lambda: form.query_one("#ray-cpus").display and not form.query_one("#gpus").parent.display,
+                   what="the Ray backend's fields")
+
+
+@run_async
+async def test_ray_backend_shows_its_fields_and_refuses_a_bad_value_inline(tmp_path, tiny_model_dir, toy_data_dir, monkeypatch):
+    """With ray chosen, the cluster's fields show (address, GPUs and CPUs per run) in place of
+    GPUs and parallel runs; the estimate is the run count with no planning (it would join the
+    cluster); a value check_launch refuses is its one line, in the form's words, and nothing
+    is created."""
+    from powerbert.runner import experiments
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("POWERBERT_OUT", raising=False)
+    launched, planned = [], []
+    monkeypatch.setattr(experiments, "launch", lambda db, store, experiment: launched.append(experiment.name) or 0)
+
+    def planner(config, subsets, launch, **options):
+        planned.append(launch)
+        return fake_plan(config, subsets, launch, **options)
+
+    app = make_app(tmp_path / "runs.db", planner=planner)
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(pilot)
+        for ray_field in ("ray-address", "ray-gpus", "ray-cpus"):  # hidden on the local backend
+            assert not form.query_one(f"#{ray_field}").parent.display
+        _fill(form, ("sst", "para", "sts"), toy_data_dir, tiny_model_dir)
+        estimate, error = form.query_one("#estimate"), form.query_one("#form-error")
+        await wait_for(pilot, lambda: plain(estimate).startswith("7 runs · about"), what="the local estimate")
+        await _choose_ray(pilot, form)
+        assert "$RAY_ADDRESS, then auto" in form.query_one("#ray-address").placeholder
+        assert form.query_one("#ray-gpus").value == "1" and form.query_one("#ray-cpus").value == "1"
+        await wait_for(pilot, lambda: plain(estimate).strip() == "7 runs on the Ray cluster · time and disk: powerbert plan --backend ray",
+                       what="the Ray backend's estimate line")
+        assert all(launch.get("backend") != "ray" for launch in planned)  # the planner never joined a cluster
+
+        form.query_one("#ray-cpus").value = "-1"
+        expected = "CPUs per run -1: expected 0 or more"
+        await wait_for(pilot, lambda: expected in plain(estimate) and estimate.has_class("error"), what="the estimate's refusal")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: expected in plain(error), what="the form's refusal")
+        assert "\n" not in str(error.content) and "--" not in plain(error)
+        form.query_one("#ray-cpus").value = "0"
+        form.query_one("#ray-gpus").value = "0"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "expected a run to ask for some CPU or GPU" in plain(error), what="the second refusal")
+    assert not (tmp_path / "runs.db").exists() and not (tmp_path / "runs").exists() and not launched
+    assert all(launch.get("backend") != "ray" for launch in planned)
+
+
+@run_async
+async def test_ray_backend_with_no_cluster_is_one_line_and_creates_nothing(tmp_path, tiny_model_dir, toy_data_dir, monkeypatch):
+    """Start with ray runs the CLI's preflight (preflight_folder) in a worker, for real: with
+    $RAY_ADDRESS where nothing listens it is one line in the form, and nothing is created."""
+    from powerbert.runner import experiments
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("POWERBERT_OUT", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    launched = []
+    monkeypatch.setattr(experiments, "launch", lambda db, store, experiment: launched.append(experiment.name) or 0)
+    app = make_app(tmp_path / "runs.db")
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(pilot)
+        _fill(form, ("sst", "sts"), toy_data_dir, tiny_model_dir)
+        await _choose_ray(pilot, form)
+        error = form.query_one("#form-error")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "cannot reach the Ray cluster" in plain(error), timeout=60, what="the refusal")
+        assert "cannot reach the Ray cluster at 127.0.0.1:1" in plain(error) and "\n" not in str(error.content)
+        assert not form.query_one("#start").disabled
+    assert not (tmp_path / "runs.db").exists() and not (tmp_path / "runs").exists() and not launched
 
 
 TICKETS = """\

@@ -1,7 +1,7 @@
 """Table cells and status lines, built in the fetch workers from what was read.
 
-The status colours, durations, ETA, resume steps and run names are the ones the CLI shows too
-(powerbert.views, powerbert.store.run_label); rich's Text is what the tables take.
+The status colours, durations, ETA, resume steps, nodes and run names are the ones the CLI
+shows too (powerbert.views, powerbert.store.run_label); rich's Text is what the tables take.
 Failed and lost runs stand out twice, in the status colour and with a '!' before their name,
 so they show even where colour is lost. Epochs read from 1: the epoch being trained.
 
@@ -15,7 +15,7 @@ import time
 from rich.text import Text
 
 from powerbert.store import Experiment, Run, RunStatus, run_label
-from powerbert.views import STATUS_STYLE, ExperimentSummary, eta_seconds, fmt_duration, resume_step
+from powerbert.views import STATUS_STYLE, ExperimentSummary, eta_seconds, fmt_duration, resume_step, short_node
 
 PROBLEM = (RunStatus.FAILED, RunStatus.LOST)
 MARK = "●"
@@ -47,9 +47,10 @@ def _num(value: float | None, digits: int = 3) -> Text:
     return Text("-" if value is None else f"{value:.{digits}f}", justify="right")
 
 
-def run_cells(run: Run, tasks: tuple[str, ...], now: float, start_step: int | None = None) -> list[Text]:
-    """run, status, device, epoch and step, loss, best dev score per task, best overall, elapsed,
-    ETA (`start_step`: where this attempt started, see powerbert.views.attempt_start_step)."""
+def run_cells(run: Run, tasks: tuple[str, ...], now: float, start_step: int | None = None, node: bool = False) -> list[Text]:
+    """run, status, device, the node if `node` (powerbert.views.shows_node), epoch and step, loss,
+    best dev score per task, best overall, elapsed, ETA (`start_step`: where this attempt
+    started, see powerbert.views.attempt_start_step)."""
     problem = run.status in PROBLEM
     label = run_label(run.subset, run.kind)
     name = Text(("! " if problem else "") + label, style=STATUS_STYLE[str(run.status)] if problem else "")
@@ -63,7 +64,8 @@ def run_cells(run: Run, tasks: tuple[str, ...], now: float, start_step: int | No
         else:
             scores.append(Text("" if task in run.tasks else "·", justify="right", style="dim"))
     return [
-        name, status_text(run.status), Text(run.device or "-"), Text(f"{epoch} {step}", justify="right"),
+        name, status_text(run.status), Text(run.device or "-"), *([Text(short_node(run))] if node else []),
+        Text(f"{epoch} {step}", justify="right"),
         _num(run.loss), *scores, _num(run.best_overall, 4),
         Text(fmt_duration(elapsed(run, now)), justify="right"),
         Text(fmt_duration(eta_seconds(run, now, start_step)), justify="right"),

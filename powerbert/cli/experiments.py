@@ -53,6 +53,10 @@ def run(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU indices to use, e.g. 0,1 ('cpu' for none); default: every GPU found.")] = None,
     runs_per_gpu: Annotated[int, typer.Option("--runs-per-gpu", min=1, help="Runs sharing one GPU at a time.")] = 1,
     max_parallel: Annotated[int, typer.Option("--max-parallel", min=1, help="Runs at once on a machine without a GPU (CPU threads are shared).")] = 1,
+    backend: Annotated[str, typer.Option("--backend", help="Where runs train: local (worker processes on this machine) or ray (actors on any node of a Ray cluster; runs.db stays here).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster to join; default: $RAY_ADDRESS, then auto (the cluster this machine is part of).", show_default=False)] = None,
+    ray_gpus_per_run: Annotated[Optional[float], typer.Option("--ray-gpus-per-run", help="GPUs each run asks Ray for (default 1; 0 on a CPU-only cluster).", show_default=False)] = None,
+    ray_cpus_per_run: Annotated[Optional[float], typer.Option("--ray-cpus-per-run", help="CPUs each run asks Ray for, and its torch threads (default 1).", show_default=False)] = None,
     keep_resume_state: Annotated[bool, typer.Option("--keep-resume-state", help="Keep each finished run's resume checkpoint (last.safetensors: weights and optimizer state, about 3x best). By default it is removed when the run finishes; `powerbert prune` removes it later.")] = False,
     baselines: Annotated[bool, typer.Option("--baselines", help="Also train the paper's frozen-encoder and naive multitask baselines.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", help="Experiment name; default: tasks and time.")] = None,
@@ -73,15 +77,16 @@ def run(
         tasks=tasks, tasks_file=tasks_file, data_dir=data_dir, model=model, profile=profile, epochs=epochs,
         max_train=max_train, lr=lr, batch_size=batch_size, seed=seed, surgery=surgery, skip_bad_rows=skip_bad_rows,
         precision=precision, settings=settings, subsets=subsets, gpus=gpus, runs_per_gpu=runs_per_gpu,
-        max_parallel=max_parallel,
+        max_parallel=max_parallel, backend=backend, ray_address=ray_address, ray_gpus_per_run=ray_gpus_per_run,
+        ray_cpus_per_run=ray_cpus_per_run,
     )
-    launch_gpus = launch["gpus"]
+    if launch["backend"] == "ray":
+        _ray_preflight(launch, out)
     _confirm_cost(config, chosen, launch, keep_resume_state, yes)
     with open_store(db, create=True) as store:
         exp = experiments.create_experiment(
-            store, config, name=name, profile=profile, out_root=out, gpus=launch_gpus,
-            runs_per_gpu=runs_per_gpu, max_parallel=max_parallel, baselines=baselines,
-            keep_resume_state=keep_resume_state, subsets=chosen,
+            store, config, name=name, profile=profile, out_root=out, baselines=baselines,
+            keep_resume_state=keep_resume_state, subsets=chosen, **launch,
         )
         pid = experiments.launch(db, store, exp)
         console.print(f"experiment [bold]{exp.name}[/bold]: {len(store.runs(exp.id))} runs, supervisor pid {pid}, logs in {exp.out_dir}")
@@ -100,12 +105,13 @@ def run(
 
 
 def experiment_settings(*, tasks, tasks_file, data_dir, model, profile, epochs, max_train, lr, batch_size, seed, surgery,
-                        skip_bad_rows, precision, settings, subsets, gpus, runs_per_gpu, max_parallel):
+                        skip_bad_rows, precision, settings, subsets, gpus, runs_per_gpu, max_parallel, backend="local",
+                        ray_address=None, ray_gpus_per_run=None, ray_cpus_per_run=None):
     """The options of `run` (and `plan`) as what an experiment is made of: the resolved config,
     the profile, the launch settings and the subsets; every setting checked."""
     from powerbert.config import parse_gpus
     from powerbert.profiles import default_profile, resolve_config
-    from powerbert.runner.checks import check_settings
+    from powerbert.runner.checks import check_launch, check_settings
     from powerbert.subsets import select_subsets
     from powerbert.tasks import DEFAULT_TASKS
 
@@ -118,11 +124,24 @@ def experiment_settings(*, tasks, tasks_file, data_dir, model, profile, epochs, 
     config = resolve_config(profile, overrides)
     if "tasks" not in overrides:
         config.tasks = DEFAULT_TASKS
-    launch = {"gpus": parse_gpus(gpus), "runs_per_gpu": runs_per_gpu, "max_parallel": max_parallel}
+    launch = {"gpus": parse_gpus(gpus), "runs_per_gpu": runs_per_gpu, "max_parallel": max_parallel, "backend": backend}
+    check_launch({**launch, "ray_address": ray_address, "ray_gpus_per_run": ray_gpus_per_run, "ray_cpus_per_run": ray_cpus_per_run})
+    if backend == "ray":
+        launch.update(ray_address=ray_address, ray_gpus_per_run=1.0 if ray_gpus_per_run is None else ray_gpus_per_run,
+                      ray_cpus_per_run=1.0 if ray_cpus_per_run is None else ray_cpus_per_run)
     chosen = select_subsets(config.tasks, subsets)
     for note in check_settings(config, gpus=launch["gpus"]):  # what --skip-bad-rows will skip
         console.print(note, highlight=False)
     return config, profile, launch, chosen
+
+
+def _ray_preflight(launch: dict, out: Path) -> None:
+    """Before anything is created: the Ray cluster's preflight (the dashboard's form runs the
+    same one); one line naming the node at fault otherwise."""
+    from powerbert.runner.cluster.nodes import preflight_folder
+
+    room = preflight_folder(launch, out)
+    console.print(f"Ray cluster: every node passed the preflight; room for {room} run{'s' if room != 1 else ''} at once", style="dim", highlight=False)
 
 
 CONFIRM_ABOVE_S = 3600.0  # `run` asks before starting an experiment planned to take longer

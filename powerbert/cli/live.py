@@ -18,7 +18,16 @@ from rich.text import Text
 from powerbert.runner.cleanup import fmt_bytes, tree_bytes
 from powerbert.runner.liveness import reconcile
 from powerbert.store import Experiment, Run, RunStatus, Store, run_label
-from powerbert.views import STATUS_STYLE, attempt_start_step, eta_seconds, experiment_summaries, fmt_duration, resume_step
+from powerbert.views import (
+    STATUS_STYLE,
+    attempt_start_step,
+    eta_seconds,
+    experiment_summaries,
+    fmt_duration,
+    resume_step,
+    short_node,
+    shows_node,
+)
 
 
 def overall_cell(experiment: Experiment, run: Run) -> str:
@@ -34,29 +43,38 @@ def runs_table(experiment: Experiment, runs: list[Run], start_steps: dict[int, i
     """The runs table; `start_steps`: the step each running run's attempt started from (ETA).
 
     Within `width` columns (the terminal's), per-task score columns that do not fit are left
-    out, last task first, and the caption says which: no cell is ever cut (`finish…`)."""
+    out, last task first, then the node column (Ray runs), and the caption says which: no cell
+    is ever cut (`finish…`)."""
     from rich.console import Console
     from rich.measure import Measurement
 
     shown = list(experiment.tasks)
+    node = shows_node(experiment, runs)
     while True:
-        table = _runs_table(experiment, runs, start_steps or {}, shown)
-        if width is None or not shown:
+        table = _runs_table(experiment, runs, start_steps or {}, shown, node)
+        if width is None or not (shown or node):
             return table
         probe = Console(width=10_000)
         if Measurement.get(probe, probe.options, table).maximum <= width:
             return table
-        shown.pop()
+        # The node says where a run trains: worth more than a score the caption points to.
+        if shown:
+            shown.pop()
+        else:
+            node = False
 
 
-def _runs_table(experiment: Experiment, runs: list[Run], start_steps: dict, shown: list[str]) -> Table:
+def _runs_table(experiment: Experiment, runs: list[Run], start_steps: dict, shown: list[str], node: bool = False) -> Table:
     left_out = [t for t in experiment.tasks if t not in shown]
-    caption = f"scores of {', '.join(left_out)}: a wider terminal, or powerbert status --json" if left_out else None
+    hidden = [f"scores of {', '.join(left_out)}"] if left_out else []
+    if not node and shows_node(experiment, runs):
+        hidden.append("nodes")
+    caption = f"{' and the '.join(hidden)}: a wider terminal, or powerbert status --json" if hidden else None
     # A light box and one space of padding keep seven runs and three tasks inside 80 columns.
     table = Table(title=f"{experiment.name} — {experiment.status}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0),
                   show_edge=False, caption=caption, caption_justify="left")
-    for header in ("run", "status", "device", "step", "loss", *shown, "overall", "time", "ETA"):
-        table.add_column(header, no_wrap=True, justify="left" if header in ("run", "status", "device") else "right")
+    for header in ("run", "status", "device", *(("node",) if node else ()), "step", "loss", *shown, "overall", "time", "ETA"):
+        table.add_column(header, no_wrap=True, justify="left" if header in ("run", "status", "device", "node") else "right")
     for run in runs:
         step = f"{run.step or 0}/{run.total_steps}" if run.total_steps else "-"
         scores = [
@@ -65,7 +83,7 @@ def _runs_table(experiment: Experiment, runs: list[Run], start_steps: dict, show
         ]
         table.add_row(
             run_label(run.subset, run.kind), Text(str(run.status), style=STATUS_STYLE.get(str(run.status), "")),
-            run.device or "-", step,
+            run.device or "-", *((short_node(run),) if node else ()), step,
             f"{run.loss:.3f}" if run.loss is not None else "-", *scores,
             overall_cell(experiment, run),
             fmt_duration(run.elapsed), fmt_duration(eta_seconds(run, start_step=start_steps.get(run.id))),
@@ -198,6 +216,7 @@ def status_json(experiment: Experiment, runs: list[Run]) -> dict:
         return {
             "id": run.id, "subset": run.subset, "kind": run.kind, "label": run_label(run.subset, run.kind),
             "status": str(run.status), "pid": run.pid, "host": run.host, "device": run.device,
+            "node": run.node,
             "step": run.step, "total_steps": run.total_steps, "epoch": run.epoch, "loss": run.loss,
             "best_scores": run.best_scores, "best_overall": run.best_overall, "error": run.error,
             "started_at": run.started_at, "ended_at": run.ended_at, "attempt": run.attempt,

@@ -27,7 +27,8 @@ def plan(**options) -> None:
 
     settings = {k: options[k] for k in (
         "tasks", "tasks_file", "data_dir", "model", "profile", "epochs", "max_train", "lr", "batch_size", "seed",
-        "surgery", "skip_bad_rows", "precision", "settings", "subsets", "gpus", "runs_per_gpu", "max_parallel")}
+        "surgery", "skip_bad_rows", "precision", "settings", "subsets", "gpus", "runs_per_gpu", "max_parallel",
+        "backend", "ray_address", "ray_gpus_per_run", "ray_cpus_per_run")}
     config, profile, launch, chosen = experiment_settings(**settings)
     estimate = plan_experiment(config, chosen, launch, keep_resume_state=options["keep_resume_state"],
                                on_message=lambda text: console.print(text, style="dim", highlight=False))

@@ -71,3 +71,28 @@ def check_devices(device: str, gpus: list[int] | None) -> None:
     beyond = [g for g in wanted if g >= count or g < 0]
     if beyond:
         raise ConfigError(f"{what}: expected GPU indices 0..{count - 1} (torch sees {count} GPU{'s' if count != 1 else ''})")
+
+
+BACKENDS = ("local", "ray")
+
+
+def check_launch(launch: dict) -> None:
+    """Where the runs will train: the backend and its own options, each refused with what was
+    expected (the cluster itself is checked by the Ray backend's preflight)."""
+    backend = launch.get("backend", "local")
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r}: expected {' or '.join(BACKENDS)}")
+    if backend == "local":
+        given = [f"--ray-{name.replace('_', '-')}" for name in ("address", "cpus_per_run", "gpus_per_run") if launch.get(f"ray_{name}") is not None]
+        if given:
+            raise ConfigError(f"{given[0]}: only with --backend ray")
+        return
+    if launch.get("gpus") is not None or (launch.get("runs_per_gpu") or 1) != 1 or (launch.get("max_parallel") or 1) != 1:
+        raise ConfigError("--gpus, --runs-per-gpu and --max-parallel are the local backend's: with --backend ray, "
+                          "each run asks Ray for --ray-gpus-per-run and --ray-cpus-per-run, and Ray places it")
+    cpus, gpus = launch.get("ray_cpus_per_run"), launch.get("ray_gpus_per_run")
+    for option, value in (("--ray-cpus-per-run", cpus), ("--ray-gpus-per-run", gpus)):
+        if value is not None and value < 0:
+            raise ConfigError(f"{option} {value:g}: expected 0 or more")
+    if (cpus if cpus is not None else 1.0) == 0 and (gpus if gpus is not None else 1.0) == 0:
+        raise ConfigError("--ray-cpus-per-run 0 --ray-gpus-per-run 0: expected a run to ask for some CPU or GPU")

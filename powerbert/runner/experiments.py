@@ -44,6 +44,10 @@ def create_experiment(
     baselines: bool = False,
     keep_resume_state: bool = False,
     subsets: list[tuple[str, ...]] | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    ray_cpus_per_run: float = 1.0,
+    ray_gpus_per_run: float = 1.0,
 ) -> Experiment:
     """Store the experiment and one queued run per subset (plus the baselines if asked).
 
@@ -60,7 +64,10 @@ def create_experiment(
     stored = {
         "train": config.to_dict(),
         "profile": profile,
-        "launch": {"gpus": gpus, "runs_per_gpu": runs_per_gpu, "max_parallel": max_parallel, "keep_resume_state": keep_resume_state},
+        "launch": {"gpus": gpus, "runs_per_gpu": runs_per_gpu, "max_parallel": max_parallel, "keep_resume_state": keep_resume_state,
+                   "backend": backend,
+                   **({"ray_address": ray_address, "ray_cpus_per_run": ray_cpus_per_run, "ray_gpus_per_run": ray_gpus_per_run}
+                      if backend == "ray" else {})},
         "declared_tasks": declarations_of(config.tasks),
     }
     experiment = store.create_experiment(name, config.tasks, stored, str(out_dir), subsets or power_set(config.tasks))
@@ -185,10 +192,16 @@ def stop(store: Store, key: str, *, grace_s: float = STOP_GRACE_S, wait: bool = 
     whole = len(runs) > 1 or "/" not in key and not key.isdigit()
     if whole:
         store.update_experiment(experiment.id, status=ExperimentStatus.STOPPED)
-    signalled = []
+    signalled, remote = [], []
+    on_ray = experiment.config.get("launch", {}).get("backend") == "ray"
     for run in runs:
         if run.status == RunStatus.QUEUED:
             store.finish_run(run.id, RunStatus.STOPPED, error="stopped before it started", expect=RunStatus.QUEUED)
+        elif run.status == RunStatus.RUNNING and on_ray:
+            # Its actor answers to the supervisor only: the status tells the supervisor, which
+            # asks the actor to checkpoint and stop, and kills it after the grace period.
+            store.update_run(run.id, status=RunStatus.STOPPED)
+            remote.append(run)
         elif run.status == RunStatus.RUNNING:
             if signal_run(run, signal.SIGTERM):
                 signalled.append(run)
@@ -205,6 +218,12 @@ def stop(store: Store, key: str, *, grace_s: float = STOP_GRACE_S, wait: bool = 
         store.finish_run(run.id, RunStatus.STOPPED, error=f"killed after {grace_s:.0f} s without stopping", expect=RunStatus.RUNNING)
     for run in asked if wait else []:
         kill_stragglers(run)
+    # A remote run has ended when the supervisor has written its end (the grace period is the
+    # supervisor's to enforce; a little longer here for its last poll).
+    deadline = time.monotonic() + grace_s + 5.0
+    while wait and remote and time.monotonic() < deadline:
+        remote = [r for r in remote if store.get_run(r.id).ended_at is None and supervisor_alive(store.get_experiment(experiment.id))]
+        time.sleep(0.2)
     return [store.get_run(r.id) for r in runs]
 
 

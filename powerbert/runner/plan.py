@@ -59,8 +59,19 @@ def plan_experiment(config: TrainConfig, subsets: list[tuple[str, ...]], launch:
     """Estimate every run of the experiment `config` would start with these subsets and slots."""
     from powerbert.runner.supervisor import device_slots
 
-    slots = [slot.label for slot in device_slots(launch)]
-    threads = int(device_slots(launch)[0].env.get("POWERBERT_THREADS") or os.cpu_count() or 1)
+    if launch.get("backend") == "ray":
+        # As many slots as the cluster's live nodes take runs at once; timed on this machine
+        # with the run's own thread count (the nodes are assumed to be like the head).
+        from powerbert.runner.cluster.nodes import joined, per_run_of
+        from powerbert.runner.cluster.nodes import slots as cluster_slots
+
+        per_run = per_run_of(launch)
+        with joined(launch.get("ray_address")) as ray:
+            slots = ["ray"] * max(1, cluster_slots(ray, per_run))
+        threads = max(1, int(per_run.cpus))
+    else:
+        slots = [slot.label for slot in device_slots(launch)]
+        threads = int(device_slots(launch)[0].env.get("POWERBERT_THREADS") or os.cpu_count() or 1)
     tasks = tuple(t for t in config.tasks if any(t in s for s in subsets))
     calibration = calibrate(config, tasks, threads, on_message)
     rows = {t: training_rows(config, t) for t in tasks}
@@ -70,15 +81,16 @@ def plan_experiment(config: TrainConfig, subsets: list[tuple[str, ...]], launch:
         batches = [math.ceil(n / config.batch_size) for n in per_task.values()]
         steps = max(batches) if config.epoch_size == "max" else min(batches)
         timing = {t: calibration.tasks[t] for t in subset}
-        step_s = sum(t.step_s for t in timing.values())
+        step_s = sum(t.step_s for t in timing.values()) + calibration.surgery_seconds(len(subset))
         eval_s = sum(rows[t][2] * timing[t].eval_row_s for t in subset)
         tokenize_s = sum((rows[t][1] + rows[t][2]) * timing[t].tokenize_row_s for t in subset)
         checkpoint_s = CHECKPOINTS_PER_EPOCH * 4 * calibration.parameter_bytes / calibration.checkpoint_bytes_per_s
-        seconds = calibration.startup_s + tokenize_s + config.epochs * (steps * step_s + eval_s + checkpoint_s)
+        # What runs.db will show as the run's elapsed time: from the worker marking it started.
+        seconds = calibration.startup_s - calibration.prestart_s + tokenize_s + config.epochs * (steps * step_s + eval_s + checkpoint_s)
         runs.append(RunEstimate(subset_name(subset), per_task, steps, config.epochs, seconds))
     # The supervisor's own start (its imports and the settings check: much what a worker's
     # start costs) and, once every run has ended, the ensembles' evaluation.
-    wall = calibration.startup_s + _schedule(runs, slots) + ensemble_seconds(tasks, {t: rows[t][2] for t in tasks}, subsets)
+    wall = calibration.startup_s + _schedule(runs, slots, calibration.prestart_s) + ensemble_seconds(tasks, {t: rows[t][2] for t in tasks}, subsets)
     best = calibration.parameter_bytes
     resume = 3 * calibration.parameter_bytes  # weights and the optimizer's two moments
     disk = len(runs) * (best + (resume if keep_resume_state else 0))
@@ -86,13 +98,14 @@ def plan_experiment(config: TrainConfig, subsets: list[tuple[str, ...]], launch:
     return Plan(runs, slots, wall, disk, max(peak, disk), calibration)
 
 
-def _schedule(runs: list[RunEstimate], slots: list[str]) -> float:
-    """Lay the runs onto the slots in queue order, each free slot taking the next run."""
+def _schedule(runs: list[RunEstimate], slots: list[str], prestart_s: float) -> float:
+    """Lay the runs onto the slots in queue order, each free slot taking the next run (and
+    holding it from the worker's start, `prestart_s` before the run's own elapsed time)."""
     free_at = [0.0] * len(slots)
     for run in runs:
         i = min(range(len(slots)), key=free_at.__getitem__)
         run.slot, run.starts_at = f"{slots[i]}#{i}" if slots.count(slots[i]) > 1 else slots[i], free_at[i]
-        free_at[i] += run.seconds + SUPERVISOR_POLL_S
+        free_at[i] += prestart_s + run.seconds + SUPERVISOR_POLL_S
     return max(free_at) if runs else 0.0
 
 

@@ -22,7 +22,8 @@ from powerbert.store.base import StoreBase
 from powerbert.store.models import METRIC_COLUMNS, Metric
 
 # (step, epoch, split, name, value)
-MetricRow = tuple[int | None, float | None, str, str, float | None]
+# (step, epoch, split, name, value), and optionally the time it was measured (else: when written)
+MetricRow = tuple
 
 _LATEST_SQL = """
 WITH RECURSIVE names(name) AS (
@@ -41,7 +42,8 @@ FROM names WHERE names.name IS NOT NULL
 
 def _metric_values(run_id: int, rows: Iterable[MetricRow], now: float) -> list[tuple]:
     values = []
-    for step, epoch, split, name, value in rows:
+    for row in rows:
+        step, epoch, split, name, value = row[:5]
         values.append(
             (
                 run_id,
@@ -50,7 +52,7 @@ def _metric_values(run_id: int, rows: Iterable[MetricRow], now: float) -> list[t
                 str(split),
                 str(name),
                 None if value is None else float(value),  # numpy scalars would not bind
-                now,
+                float(row[5]) if len(row) > 5 else now,
             )
         )
     return values
@@ -58,7 +60,9 @@ def _metric_values(run_id: int, rows: Iterable[MetricRow], now: float) -> list[t
 
 class MetricsMixin(StoreBase):
     def add_metrics(self, run_id: int, rows: Iterable[MetricRow]) -> int:
-        """Append (step, epoch, split, name, value) rows in one transaction; returns how many."""
+        """Append (step, epoch, split, name, value[, time]) rows in one transaction; returns how
+        many. A row's time is when it was measured if it says, else now: a worker writes its
+        metrics in batches, and a Ray run's reach runs.db later still."""
         values = _metric_values(run_id, rows, time.time())
         if not values:
             return 0

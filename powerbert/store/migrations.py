@@ -193,3 +193,10 @@ def m002_earlier_elapsed(db: Database) -> None:
     # Training time of a run's earlier attempts: each resume starts a new started_at, and the
     # elapsed time users see must add up every attempt, not restart at 0.
     run_statements(db, "ALTER TABLE runs ADD COLUMN earlier_elapsed REAL NOT NULL DEFAULT 0")
+
+
+@migration
+def m003_run_node(db: Database) -> None:
+    # The cluster node a run trains on (a Ray node id; empty for the local backend, whose
+    # host says it all): two nodes can share a host name, and a lost run must name its node.
+    run_statements(db, "ALTER TABLE runs ADD COLUMN node TEXT")

@@ -107,6 +107,7 @@ class Run:
     attempt: int = 0
     updated_at: float | None = None
     earlier_elapsed: float = 0.0  # seconds trained by the attempts before this one
+    node: str | None = None  # the Ray node id it trains on (backend ray); None on the local backend
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -141,7 +141,7 @@ class RunsMixin(StoreBase):
             raise StoreError(f"no run with id {run_id}")
 
     def mark_run_started(
-        self, run_id: int, pid: int, pid_start_time: float | None, host: str, device: str
+        self, run_id: int, pid: int, pid_start_time: float | None, host: str, device: str, node: str | None = None
     ) -> bool:
         """Record the worker process that now trains the run (pid_start_time: seconds since
         epoch, see store/process.py); counts one more attempt. Returns False, and ends the run
@@ -151,10 +151,10 @@ class RunsMixin(StoreBase):
         now = time.time()
         with self._write() as db:
             cur = db.execute(
-                "UPDATE runs SET status = ?, pid = ?, pid_start_time = ?, host = ?, device = ?,"
+                "UPDATE runs SET status = ?, pid = ?, pid_start_time = ?, host = ?, device = ?, node = ?,"
                 " started_at = ?, heartbeat_at = ?, updated_at = ?, ended_at = NULL,"
                 " exit_code = NULL, error = NULL, attempt = attempt + 1 WHERE id = ? AND status != ?",
-                (RunStatus.RUNNING.value, pid, pid_start_time, host, device, now, now, now, run_id,
+                (RunStatus.RUNNING.value, pid, pid_start_time, host, device, node, now, now, now, run_id,
                  RunStatus.STOPPED.value),
             )
             if cur.rowcount == 1:

@@ -19,14 +19,14 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from powerbert.config import TrainConfig
 
 WARMUP_STEPS = 2  # first steps pay allocation and autotuning: not counted
-TIMED_STEPS = 7
-CACHE_VERSION = 5
+TIMED_STEPS = 10
+CACHE_VERSION = 8
 
 
 @dataclass
@@ -40,9 +40,26 @@ class TaskTiming:
 class Calibration:
     tasks: dict[str, TaskTiming]
     startup_s: float  # a worker's fixed cost: the imports, the model and tokenizer load
+    prestart_s: float  # the part of startup_s before the worker marks its run started (not in its elapsed time)
     checkpoint_bytes_per_s: float  # writing safetensors
     parameter_bytes: int  # the model's weights (fp32), what best.safetensors holds
+    # What gradient surgery adds to a step of k tasks over their steps alone (PCGrad: a backward
+    # pass per task, then projections between every pair of task gradients), measured at k = 2
+    # and at k = every calibrated task; keys are k as text (JSON). Empty with surgery "sum".
+    surgery_s: dict = field(default_factory=dict)
     cached: bool = False
+
+    def surgery_seconds(self, tasks: int) -> float:
+        """Surgery's extra time in a step of `tasks` tasks: measured, or on the line through
+        the measured points (none for one task)."""
+        points = sorted((int(k), v) for k, v in self.surgery_s.items())
+        if tasks < 2 or not points:
+            return 0.0
+        for k, v in points:
+            if k == tasks:
+                return v
+        (k0, v0), (k1, v1) = ([(1, 0.0)] + points)[-2:]
+        return max(0.0, v0 + (v1 - v0) * (tasks - k0) / (k1 - k0))
 
 
 def cache_path() -> Path:
@@ -86,20 +103,21 @@ def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_mess
     device = str(resolve_device(config.device))
     cache = _load_cache()
     keys = {t: _key(config, device, threads, t) for t in tasks}
-    common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, threads]).encode()).hexdigest()[:24]
+    common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, threads, config.surgery,
+                                            config.batch_size, sorted(tasks)]).encode()).hexdigest()[:24]
     have = {t: cache[k] for t, k in keys.items() if k in cache}
     common = cache.get(common_key)
     if len(have) == len(tasks) and common is not None:
         return Calibration({t: TaskTiming(**v) for t, v in have.items()}, cached=True, **common)
-    missing = tuple(t for t in tasks if t not in have)
-    on_message(f"calibrating on {device} ({', '.join(missing)}): a few real training steps per task, once; cached for the next plan")
-    measured, fixed = _measure(config, missing or tasks, threads)
+    # All of them again, not only those the cache lacks: surgery's cost is timed across the
+    # task set, with the model that has all of their heads.
+    on_message(f"calibrating on {device} ({', '.join(tasks)}): a few real training steps per task, once; cached for the next plan")
+    measured, fixed = _measure(config, tasks, threads)
     for task, timing in measured.items():
         cache[keys[task]] = asdict(timing)
     cache[common_key] = fixed
     _save_cache(cache)
-    timings = {**{t: TaskTiming(**v) for t, v in have.items()}, **measured}
-    return Calibration({t: timings[t] for t in tasks}, **fixed)
+    return Calibration({t: measured[t] for t in tasks}, **fixed)
 
 
 def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple[dict[str, TaskTiming], dict]:
@@ -122,12 +140,12 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
         device = resolve_device(config.device)
         if device.type == "cpu":
             tune_cpu_runtime()
-        startup_s = _startup_seconds(config)
+        startup_s, prestart_s = _startup_seconds(config)
         tokenizer = load_tokenizer(config.model)
         model = build_model(config.model, tasks, config.heads).to(device)
         optimizer = make_optimizer(model, config)
         step = TrainStep(model, optimizer, make_combiner("sum", config.seed), config, device)
-        timings = {}
+        timings, streams = {}, {}
         for task in tasks:
             start = time.perf_counter()
             train = load_split(task, config.data_dir, "train", skip_bad_rows=True)
@@ -136,7 +154,7 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
             encoded = encode_task(train, tokenizer, pair_mode=mode, max_length=config.max_length)
             dev_encoded = encode_task(dev, tokenizer, pair_mode=mode, max_length=config.max_length)
             tokenize_row_s = (time.perf_counter() - start) / max(1, len(train) + len(dev))
-            stream = TaskStream(encoded, config.batch_size, config.seed, config.max_train)
+            stream = streams[task] = TaskStream(encoded, config.batch_size, config.seed, config.max_train)
             model.train()
             # Timed batches spread over the whole first pass: batches are length-bucketed in
             # windows, sorted inside each, so the first few hold the shortest rows.
@@ -164,27 +182,72 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
                         model.task_outputs(batch).float().cpu()
                     rows += len(indices)
             eval_row_s = (time.perf_counter() - start) / max(1, rows)
-            # The mean, not the median: the samples span short to long batches, and a run pays them all.
-            timings[task] = TaskTiming(statistics.fmean(times), eval_row_s, tokenize_row_s)
+            timings[task] = TaskTiming(_pass_mean(stream, timed, times), eval_row_s, tokenize_row_s)
+        surgery_s = {}
+        if config.surgery != "sum" and len(tasks) > 1:
+            # The same multitask batches through the surgery and through a plain sum: the
+            # difference is what surgery costs on top of the tasks' own steps.
+            surgical = TrainStep(model, optimizer, make_combiner(config.surgery, config.seed), config, device)
+            model.train()
+            for k in sorted({2, len(tasks)}):
+                subset = tasks[:k]
+                surgery_s[str(k)] = max(0.0, _multitask_step_s(surgical, streams, subset, device) - _multitask_step_s(step, streams, subset, device))
         parameter_bytes = sum(p.numel() * 4 for p in model.parameters())
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
             ckpt.atomic_save_tensors(Path(folder) / "probe.safetensors", model.state_dict(), {"kind": "probe"})
             write_s = time.perf_counter() - start
-        fixed = {"startup_s": startup_s, "checkpoint_bytes_per_s": parameter_bytes / max(write_s, 1e-6), "parameter_bytes": parameter_bytes}
+        fixed = {"startup_s": startup_s, "prestart_s": prestart_s, "surgery_s": surgery_s, "checkpoint_bytes_per_s": parameter_bytes / max(write_s, 1e-6), "parameter_bytes": parameter_bytes}
         return timings, fixed
     finally:
         torch.set_num_threads(before)
 
 
-def _startup_seconds(config: TrainConfig) -> float:
+def _multitask_step_s(train_step, streams: dict, subset: tuple[str, ...], device, steps: int = 3) -> float:
+    """The mean time of `steps` steps on one batch of every task of `subset` (after a warm-up)."""
+    import torch
+
+    times = []
+    for i in range(steps + 1):
+        batches = {t: streams[t].batch(i) for t in subset}
+        start = time.perf_counter()
+        train_step(batches, i)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.fmean(times)
+
+
+def _pass_mean(stream, timed: list[int], times: list[float]) -> float:
+    """A step's mean time over the whole pass, from the timed steps: their mean, corrected by a
+    least-squares line of time against padded tokens for how the timed batches' sizes differ
+    from the pass's (ten batches of a task whose rows vary in length are rarely the pass's
+    average; measured, that alone put sts runs 20-30% off)."""
+    import numpy as np
+
+    sizes = np.array([stream.padded_tokens(k) for k in timed], dtype=float)
+    mean = statistics.fmean(times)
+    if len(set(sizes.tolist())) < 2:
+        return mean
+    slope = max(0.0, float(np.polyfit(sizes, np.array(times), 1)[0]))  # a step never gets cheaper with more tokens
+    pass_size = statistics.fmean(stream.padded_tokens(k) for k in range(stream.batches_per_pass))
+    return max(1e-6, mean + slope * (pass_size - float(sizes.mean())))
+
+
+def _startup_seconds(config: TrainConfig) -> tuple[float, float]:
     """What a worker pays before its first step, other than reading its data: a fresh Python,
     the imports, the tokenizer and the model built and loaded, timed from outside the process
-    (this process has most of it imported already, so timing here would count too little)."""
+    (this process has most of it imported already, so timing here would count too little).
+    Also the part of it before the worker marks its run started (a fresh Python and the
+    worker's own light imports): the run's elapsed time in runs.db begins after it."""
     # The encoder is what costs; the heads are a few small layers (and the task names of a task
     # file would mean nothing to a fresh process that has not read it).
     code = (
-        "import sys\n"
+        "import sys, time\n"
+        "import psutil\n"
+        "import powerbert.runner.worker\n"
+        "print(time.time() - psutil.Process().create_time())\n"
         "from powerbert.model.multitask import load_encoder, load_tokenizer\n"
         "model = sys.argv[1] or None\n"
         "load_tokenizer(model)\n"
@@ -192,9 +255,11 @@ def _startup_seconds(config: TrainConfig) -> float:
     )
     settings = config.model or ""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    seconds = []
+    measured = []
     for _ in range(2):  # the faster of two: the first may read the model's files from a cold disk cache
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code, settings], capture_output=True, text=True, timeout=600, check=True, env=env)
-        seconds.append(time.perf_counter() - start)
-    return min(seconds)
+        done = subprocess.run([sys.executable, "-c", code, settings], capture_output=True, text=True, timeout=600, check=True, env=env)
+        total = time.perf_counter() - start
+        prestart = float(done.stdout.split()[0])
+        measured.append((total, min(prestart, total)))
+    return min(measured)

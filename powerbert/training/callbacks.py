@@ -26,7 +26,8 @@ class TrainCallbacks:
     def before_checkpoint(self, kind: str, step: int) -> None:
         """Called just before a checkpoint is written. A resume checkpoint at step k promises
         that everything reported up to step k is durable (the worker flushes its buffered
-        metrics here), else a kill after the checkpoint leaves a gap in the stored curve."""
+        metrics here), else a kill after the checkpoint leaves a gap in the stored curve. It may
+        raise to keep the checkpoint from being written (a Ray run whose lease ran out)."""
 
 
 @dataclass

@@ -148,6 +148,7 @@ def train_subset(
             is_best = best_overall is None or overall > best_overall
             if is_best:
                 best_overall, best_epoch, best_scores = overall, epoch, scores
+                callbacks.before_checkpoint("best", step)
                 save_best(best_path, model, config)
                 callbacks.on_checkpoint("best", best_path, step)
             callbacks.on_eval(EvalResult(epoch, step, scores, overall, outputs, is_best))

@@ -31,8 +31,8 @@ class TaskStream:
         self._pass_index: int | None = None
         self._pass_batches: list[np.ndarray] = []
 
-    def batch(self, k: int):
-        """The k-th batch of the stream (0-based), collated."""
+    def batch_rows(self, k: int) -> np.ndarray:
+        """The rows of the k-th batch of the stream (0-based): what `batch(k)` collates."""
         pass_index, within = divmod(k, self.batches_per_pass)
         if pass_index != self._pass_index:
             rng = np.random.default_rng([self.seed, self.task_index, pass_index])
@@ -41,7 +41,16 @@ class TaskStream:
                 rows = rng.choice(len(self.encoded), self.rows_per_pass, replace=False)
             self._pass_batches = bucketed_batches(self.lengths, self.batch_size, rng, rows)
             self._pass_index = pass_index
-        return self.encoded.collate(self._pass_batches[within])
+        return self._pass_batches[within]
+
+    def batch(self, k: int):
+        """The k-th batch of the stream (0-based), collated."""
+        return self.encoded.collate(self.batch_rows(k))
+
+    def padded_tokens(self, k: int) -> int:
+        """The k-th batch's size in padded tokens (rows times its longest): what a step costs by."""
+        rows = self.batch_rows(k)
+        return len(rows) * int(self.lengths[rows].max())
 
 
 def load_training_data(config: TrainConfig, split: str, on_message: Callable[[str], None]) -> dict[str, TaskData]:

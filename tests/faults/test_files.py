@@ -304,7 +304,7 @@ def test_10_an_output_folder_gone_read_only_fails_its_runs_naming_it(tmp_path, t
     one line (leaving it queued, not 'running' with no supervisor), and a supervisor that finds
     a run folder it cannot write fails that run naming it and goes on."""
     from powerbert.errors import ExperimentError
-    from powerbert.runner.supervisor import Supervisor
+    from powerbert.runner.local import LocalBackend
     from powerbert.store import ExperimentStatus
 
     out = tmpfs(tmp_path / "out", "1m")
@@ -316,11 +316,11 @@ def test_10_an_output_folder_gone_read_only_fails_its_runs_naming_it(tmp_path, t
         experiments.launch(db, store, exp)
     assert store.get_experiment(exp.id).status == ExperimentStatus.QUEUED
     store.update_experiment(exp.id, status="running")
-    supervisor = Supervisor(str(db), exp.id)  # in this process: it starts nothing it cannot log
-    supervisor.start_queued()
-    assert supervisor.children == {}
+    # The supervisor's local backend, in this process: it starts nothing it cannot log.
+    backend = LocalBackend(str(db), store, store.get_experiment(exp.id), log=lambda text: None)
+    backend.start_queued()
+    assert backend.children == {}
     for run in store.runs(exp.id):
         assert run.status == RunStatus.FAILED
         assert run.error == f"{run.out_dir}: cannot write the run's folder: Read-only file system"
-    supervisor.store.close()
     store.close()

@@ -43,6 +43,7 @@ class ExperimentView:
     summary: Text  # the line above the table
     details: dict[int, Text]  # run id -> the line under the table
     labels: dict[int, str]  # run id -> name as tables show it
+    node: bool = False  # the rows have a node column (powerbert.views.shows_node)
     gpus: list[GpuStat] | None = field(default=None)  # None: not looked at this time
 
 
@@ -125,6 +126,7 @@ class ExperimentScreen(PollingScreen):
     def fetch(self, db: Database, request: tuple[RunFollow, bool, float]) -> ExperimentView:
         from powerbert.runner.experiments import supervisor_alive
         from powerbert.store import run_label
+        from powerbert.views import shows_node
         from tui.rows import experiment_line, run_cells, run_detail
 
         follow, want_gpu, now = request
@@ -132,13 +134,15 @@ class ExperimentScreen(PollingScreen):
         tasks = snap.experiment.tasks
         epochs = (snap.experiment.config.get("train") or {}).get("epochs")
         starts = snap.start_steps
+        node = shows_node(snap.experiment, snap.runs)
         return ExperimentView(
             snap,
-            rows={str(r.id): run_cells(r, tasks, now, starts.get(r.id)) for r in snap.runs},
+            rows={str(r.id): run_cells(r, tasks, now, starts.get(r.id), node) for r in snap.runs},
             summary=experiment_line(snap.experiment, snap.runs, supervisor_alive(snap.experiment)),
             details={r.id: run_detail(r, epochs, starts.get(r.id)) for r in snap.runs},
             labels={r.id: run_label(r.subset, r.kind) for r in snap.runs},
             gpus=self.app.gpu_probe() if want_gpu else None,
+            node=node,
         )
 
     def poll_delay(self, view: ExperimentView) -> float:
@@ -151,7 +155,7 @@ class ExperimentScreen(PollingScreen):
         self.details, self.labels = view.details, view.labels
         self.sub_title = snap.experiment.name
         table = self.query_one(RunsTable)
-        table.show_runs(snap.experiment.tasks, view.rows)
+        table.show_runs(snap.experiment.tasks, view.rows, view.node)
         self.query_one("#experiment-summary", Static).update(view.summary)
         if view.gpus is not None:
             panel = self.query_one("#gpu-panel", Static)

@@ -1,5 +1,5 @@
-"""The new-experiment form: tasks, subsets, data, model, profile and budget; estimated, checked,
-then started.
+"""The new-experiment form: tasks, subsets, data, model, profile, budget and backend; estimated,
+checked, then started.
 
 The tasks are the registry's: the built-in ones and those declared in ./powerbert.toml (read by
 the app at start; a form opened before that gets their boxes when it is read). Subsets take
@@ -10,12 +10,17 @@ starts: runs, wall time, disk when done (powerbert.runner.plan.plan_experiment).
 out in a thread worker a moment after the last change (typing does not start one per key),
 one at a time (the first estimate for a model and device calibrates it: real training steps),
 and an answer about settings changed since is dropped. What stops an estimate (bad subsets,
-missing data) is that line's text.
+missing data) is that line's text. On the Ray backend there is no estimate, only the run count
+(see `_estimate`).
 
 Start (ctrl+s, or the button) checks the settings in a thread worker with the same
 `check_settings` as `powerbert run` (task files present and readable, model loadable), shows
 what is wrong in one line under the form, and otherwise creates the experiment with the chosen
-subsets and launches its detached supervisor exactly as `powerbert run --detach` does.
+subsets and launches its detached supervisor exactly as `powerbert run --detach` does. The
+backend is local (GPUs and parallel runs on this machine) or ray (a cluster's address and what
+each run asks it for; only those fields show): its settings are checked as `powerbert run`
+checks them (check_launch), and for ray the worker runs the same preflight of every node of the
+cluster (powerbert.runner.cluster.nodes.preflight_folder) before anything is created.
 
 Tab walks the fields in the order they are shown, starting at the first task's box.
 """
@@ -32,15 +37,19 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.worker import get_current_worker
 
 from powerbert.config import absolute_model, absolute_path, parse_gpus
-from powerbert.errors import first_line
+from powerbert.errors import ConfigError, first_line
 from powerbert.tasks import TASKS
 from tui.messages import EstimateReady, FormChecked
 from tui.widgets.tick_box import TickBox
 
 AUTO = "auto"
 SUBSETS_PLACEHOLDER = "all; or singles, pairs, full, upto:K, sst+para"
+BACKENDS = [("local: worker processes on this machine", "local"), ("ray: actors on a Ray cluster's nodes", "ray")]
+# check_launch names `powerbert run`'s options; the form says its own fields' names.
+RAY_FIELDS = {"--ray-cpus-per-run": "CPUs per run", "--ray-gpus-per-run": "GPUs per run"}
 ESTIMATE_DELAY_S = 0.4  # the estimate starts this long after the last change
 ESTIMATING = "estimating…"
 CALIBRATING = "estimating… (calibrating this device once)"
@@ -57,11 +66,12 @@ class FormValues:
     gpus: list[int] | None
     parallel: int
     subsets: list[tuple[str, ...]]
+    ray: dict | None = None  # backend "ray" and its settings; None: the local backend
 
     @property
     def launch(self) -> dict:
         """The slots, as plan_experiment and the supervisor read them."""
-        return {"gpus": self.gpus, "runs_per_gpu": self.parallel, "max_parallel": self.parallel}
+        return {"gpus": self.gpus, "runs_per_gpu": self.parallel, "max_parallel": self.parallel, **(self.ray or {})}
 
 
 def about(seconds: float) -> str:
@@ -90,8 +100,18 @@ def _int(text: str, what: str, minimum: int) -> int | None:
     return value
 
 
-def field(label: str, widget) -> ComposeResult:
-    with Horizontal(classes="field"):
+def _float(text: str, what: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected a number") from None
+
+
+def field(label: str, widget, classes: str = "") -> ComposeResult:
+    with Horizontal(classes=f"field {classes}".strip()):
         yield Label(label)
         yield widget
 
@@ -127,8 +147,13 @@ class NewExperimentScreen(Screen):
             yield from field("Profile", Select(options, value=AUTO, allow_blank=False, compact=True, id="profile"))
             yield from field("Epochs", Input(compact=True, placeholder="the profile's", type="integer", id="epochs"))
             yield from field("Max training rows", Input(compact=True, placeholder="per task per epoch; the profile's; 0 = all", type="integer", id="max-train"))
-            yield from field("GPUs", Input(compact=True, placeholder="every GPU found; or 0,1; or cpu", id="gpus"))
-            yield from field("Parallel runs", Input(compact=True, value="1", type="integer", tooltip="runs at once per GPU, or on the CPU", id="parallel"))
+            yield from field("Backend", Select(BACKENDS, value="local", allow_blank=False, compact=True, id="backend"))
+            # One backend's fields show at a time (show_backend): the other's are not used.
+            yield from field("GPUs", Input(compact=True, placeholder="every GPU found; or 0,1; or cpu", id="gpus"), "local-only")
+            yield from field("Parallel runs", Input(compact=True, value="1", type="integer", tooltip="runs at once per GPU, or on the CPU", id="parallel"), "local-only")
+            yield from field("Ray address", Input(compact=True, placeholder="host:port; default: $RAY_ADDRESS, then auto", id="ray-address"), "ray-only")
+            yield from field("GPUs per run", Input(compact=True, value="1", type="number", tooltip="GPUs each run asks Ray for; 0 on a CPU-only cluster", id="ray-gpus"), "ray-only")
+            yield from field("CPUs per run", Input(compact=True, value="1", type="number", tooltip="CPUs each run asks Ray for, and its torch threads", id="ray-cpus"), "ray-only")
             yield from field("Name", Input(compact=True, placeholder="tasks and time", id="name"))
             yield Static("", id="form-error")
             with Horizontal(id="form-buttons"):
@@ -143,7 +168,19 @@ class NewExperimentScreen(Screen):
         if declared is not None and declared.error is not None:
             self.say(declared.error)
         self.add_declared_tasks()
+        self.show_backend()
         self.schedule_estimate()
+
+    def backend(self) -> str:
+        return str(self.query_one("#backend", Select).value)
+
+    def show_backend(self) -> None:
+        """Show (and enable) only the chosen backend's fields."""
+        ray = self.backend() == "ray"
+        for row in self.query(".ray-only"):
+            row.display, row.disabled = ray, not ray
+        for row in self.query(".local-only"):
+            row.display, row.disabled = not ray, ray
 
     def add_declared_tasks(self) -> None:
         """A box for every task registered since the form was built (./powerbert.toml read
@@ -184,9 +221,30 @@ class NewExperimentScreen(Screen):
             "epochs": _int(self._text("epochs"), "epochs", 1),
             "max_train": _int(self._text("max-train"), "max training rows", 0),
         }
-        parallel = _int(self._text("parallel"), "parallel runs", 1) or 1
         name = self._text("name").strip() or None
+        if self.backend() == "ray":
+            return FormValues(name, profile, overrides, None, 1, subsets, self.ray_settings())
+        parallel = _int(self._text("parallel"), "parallel runs", 1) or 1
         return FormValues(name, profile, overrides, parse_gpus(self._text("gpus")), parallel, subsets)
+
+    def ray_settings(self) -> dict:
+        """The Ray backend's fields, checked as `powerbert run --backend ray` checks its options
+        (an empty one is its default, as there)."""
+        from powerbert.runner.checks import check_launch
+
+        ray = {"backend": "ray", "ray_address": self._text("ray-address").strip() or None,
+               "ray_gpus_per_run": _float(self._text("ray-gpus"), "GPUs per run"),
+               "ray_cpus_per_run": _float(self._text("ray-cpus"), "CPUs per run")}
+        try:
+            check_launch(ray)
+        except ConfigError as exc:
+            text = first_line(exc)
+            for option, label in RAY_FIELDS.items():
+                text = text.replace(option, label)
+            raise ValueError(text) from None
+        for key in ("ray_gpus_per_run", "ray_cpus_per_run"):
+            ray[key] = 1.0 if ray[key] is None else ray[key]
+        return ray
 
     def say(self, text: str, error: bool = True) -> None:
         message = self.query_one("#form-error", Static)
@@ -209,6 +267,8 @@ class NewExperimentScreen(Screen):
         self.schedule_estimate()
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "backend":
+            self.show_backend()
         self.schedule_estimate()
 
     def show_estimate(self, text: str, error: bool = False, busy: bool = False) -> None:
@@ -225,6 +285,13 @@ class NewExperimentScreen(Screen):
             values = self.values()
         except ValueError as exc:
             self.show_estimate(str(exc), error=True)
+            return
+        if values.ray:
+            # The estimate would join the cluster to count its room (plan_experiment) and time
+            # steps here for nodes that may differ: too slow and too unsure to redo a moment
+            # after each change. The run count is sure; `powerbert plan` does the rest.
+            runs = len(values.subsets)
+            self.show_estimate(f"{runs} run{'s' if runs != 1 else ''} on the Ray cluster · time and disk: powerbert plan --backend ray")
             return
         self.show_estimate(ESTIMATING, busy=True)
         self._estimate_worker(self.estimate_request, values)
@@ -284,12 +351,19 @@ class NewExperimentScreen(Screen):
             config = resolve_config(values.profile, values.overrides)
             check_settings(config, gpus=values.gpus)
             db = self.app.db
-            store = db.store(create=True)
             out_root = os.environ.get("POWERBERT_OUT") or db.path.parent / "runs"
+            if values.ray:
+                from powerbert.runner.cluster.nodes import preflight_folder
+
+                self.app.call_from_thread(self.say, "joining the Ray cluster and checking its nodes…", error=False)
+                preflight_folder(values.launch, out_root)
+                if get_current_worker().is_cancelled:
+                    return  # the form was closed while the cluster answered: start nothing
+            store = db.store(create=True)
             experiment = experiments.create_experiment(
                 store, config, name=values.name, profile=values.profile, out_root=out_root,
                 gpus=values.gpus, runs_per_gpu=values.parallel, max_parallel=values.parallel,
-                subsets=values.subsets,
+                subsets=values.subsets, **(values.ray or {}),
             )
             experiments.launch(db.path, store, experiment)
             self.post_message(FormChecked(experiment.id))

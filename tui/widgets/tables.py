@@ -7,8 +7,9 @@ from textual.binding import Binding
 from tui.widgets.live_table import LiveTable
 
 # What a narrow runs table leaves out after the tasks' score columns, in this order; run,
-# status, device, progress and overall always show.
-RUNS_OPTIONAL = ("elapsed", "loss", "eta")
+# status, device, progress and overall always show. The node (Ray runs) says where a run
+# trains: it is left out after every score column, before elapsed, loss and ETA.
+RUNS_OPTIONAL = ("node", "elapsed", "loss", "eta")
 
 
 def score_column(task: str) -> str:
@@ -23,12 +24,13 @@ class RunsTable(LiveTable):
     the last task's first: the run's line under the table has every score, and the overall
     column stays."""
 
-    def show_runs(self, tasks: tuple[str, ...], rows: dict) -> None:
+    def show_runs(self, tasks: tuple[str, ...], rows: dict, node: bool = False) -> None:
+        """`node`: the rows have a node cell after the device (tui.rows.run_cells)."""
         scores = [score_column(t) for t in tasks]  # a declared task may be called 'loss'
-        self.set_columns([("run", "run"), ("status", "status"), ("device", "device"), ("progress", "ep step"),
-                          ("loss", "loss"), *zip(scores, tasks), ("overall", "overall"),
+        self.set_columns([("run", "run"), ("status", "status"), ("device", "device"), *([("node", "node")] if node else []),
+                          ("progress", "ep step"), ("loss", "loss"), *zip(scores, tasks), ("overall", "overall"),
                           ("elapsed", "elapsed"), ("eta", "ETA")],
-                         optional=(*reversed(scores), *RUNS_OPTIONAL))
+                         optional=(*reversed(scores), *(c for c in RUNS_OPTIONAL if node or c != "node")))
         self.sync(rows)
 
 
