@@ -63,6 +63,11 @@ def test_a_polled_actor_trains_and_its_events_make_the_run(tmp_path, tiny_model_
     assert steps == list(range(1, ended.step + 1)) and ended.step == ended.total_steps
     assert set(store.dev_outputs(run.id)) == {"sst"}
     assert "epoch 3 dev" in (Path(run.out_dir) / "worker.log").read_text() and "epoch 3 dev" in ended.log_tail
+    # Outside Ray the actor asks nothing of Ray: its calls would have started a local cluster
+    # here (bound to the machine's address, outside any namespace).
+    import ray
+
+    assert not ray.is_initialized()
 
 
 def test_an_actor_nobody_polls_stops_at_its_lease_without_writing_a_checkpoint(tmp_path, tiny_model_dir, toy_data_dir):

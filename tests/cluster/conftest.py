@@ -148,18 +148,20 @@ def ray_cluster():
         cluster.start_node("second")
         yield cluster
     finally:
-        stop_everything(cluster)
+        left = stop_everything(cluster)
         libc.setns(original, CLONE_NEWNET)
         os.close(original)
         shutil.rmtree(tmp, ignore_errors=True)
+    assert not left, f"processes of the cluster outlived it: {left}"
 
 
-def stop_everything(cluster: Cluster) -> None:
-    """`ray stop` would stop every Ray on the machine; this stops exactly the namespace's."""
+def stop_everything(cluster: Cluster) -> list[str]:
+    """`ray stop` would stop every Ray on the machine; this stops exactly the namespace's
+    (raylets, the GCS, Ray's workers, supervisors). What is still there after: 'pid name'."""
     for _ in range(3):
-        procs = cluster.processes()
+        procs = _running(cluster.processes())
         if not procs:
-            return
+            return []
         for proc in procs:
             try:
                 proc.kill()
@@ -167,3 +169,16 @@ def stop_everything(cluster: Cluster) -> None:
                 pass
         psutil.wait_procs(procs, timeout=10)
         time.sleep(0.2)
+    return [f"{p.pid} {_name(p)}" for p in _running(cluster.processes())]
+
+
+def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those not gone and not zombies (a zombie is dead already: its parent has not reaped it)."""
+    alive = []
+    for proc in procs:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.Error:
+            pass
+    return alive

@@ -182,19 +182,21 @@ class RemoteRun:
         self.stop_event.set()
 
 
-def _gpu_ids() -> list[int]:
+def _in_ray():
+    """The ray module inside a Ray worker; None elsewhere (a test driving the class directly).
+    Asked first, because Ray's own calls would start a local cluster where none is joined."""
     try:
         import ray
+    except ImportError:
+        return None
+    return ray if ray.is_initialized() else None
 
-        return [int(g) for g in ray.get_gpu_ids()]
-    except Exception:  # not inside Ray (a test driving the class directly)
-        return []
+
+def _gpu_ids() -> list[int]:
+    ray = _in_ray()
+    return [int(g) for g in ray.get_gpu_ids()] if ray else []
 
 
 def _node_id() -> str:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-    except Exception:
-        return socket.gethostname()
+    ray = _in_ray()
+    return ray.get_runtime_context().get_node_id() if ray else socket.gethostname()
