@@ -197,6 +197,9 @@ def stop(store: Store, key: str, *, grace_s: float = STOP_GRACE_S, wait: bool = 
     for run in runs:
         if run.status == RunStatus.QUEUED:
             store.finish_run(run.id, RunStatus.STOPPED, error="stopped before it started", expect=RunStatus.QUEUED)
+        elif run.status == RunStatus.RUNNING and on_ray and not supervisor_alive(experiment):
+            # No supervisor: no actor trains it any more (Ray ended them with their driver).
+            store.finish_run(run.id, RunStatus.STOPPED, error="stopped; no supervisor was running it", expect=RunStatus.RUNNING)
         elif run.status == RunStatus.RUNNING and on_ray:
             # Its actor answers to the supervisor only: the status tells the supervisor, which
             # asks the actor to checkpoint and stop, and kills it after the grace period.

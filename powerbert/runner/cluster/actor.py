@@ -106,7 +106,7 @@ class RemoteRun:
     def __init__(self, run: Run, config: dict, declared_tasks: dict | None, *, threads: int, keep_resume_state: bool,
                  expected_versions: dict[str, str], lease_s: float = LEASE_S):
         gpu_ids = _gpu_ids()
-        if not gpu_ids:
+        if not gpu_ids and _in_ray() is not None:
             # Ray leaves CUDA_VISIBLE_DEVICES unset for a run that asked for no GPU: hide them
             # all, so that device "auto" trains on the CPU it was given rather than a GPU
             # another run holds.
