@@ -69,3 +69,14 @@ def task_registry():
     yield
     tasks.TASKS.clear()
     tasks.TASKS.update(before)
+
+
+@pytest.fixture
+def janitor():
+    """Kills, when the test ends, what it started: processes handed to it and the supervisors
+    and workers of the databases it watches (tests/faults/helpers.py: Janitor)."""
+    from tests.faults.helpers import Janitor
+
+    j = Janitor()
+    yield j
+    j.cleanup()

@@ -22,16 +22,9 @@ import psutil
 import pytest
 
 from powerbert.store import ExperimentStatus, RunStatus, Store
-from tests.faults.helpers import Janitor, cli, cli_env, wait_until
+from tests.faults.helpers import cli, cli_env, wait_until
 
 RAY = ("--backend", "ray", "--ray-gpus-per-run", "0", "--ray-cpus-per-run", "1")
-
-
-@pytest.fixture
-def janitor():
-    j = Janitor()
-    yield j
-    j.cleanup()
 
 
 @pytest.fixture

@@ -38,13 +38,6 @@ def one_thread(monkeypatch):
 
 
 @pytest.fixture
-def janitor():
-    j = Janitor()
-    yield j
-    j.cleanup()
-
-
-@pytest.fixture
 def tmpfs(tmp_path):
     """mount(folder, size, readonly=False): a real tmpfs, unmounted at the end; skips the test
     where this machine does not allow mounting (not root, no CAP_SYS_ADMIN)."""
