@@ -27,16 +27,24 @@ MODULES = sorted(
 HEAVY = ("torch", "transformers", "scipy")
 
 
-def test_core_modules_do_not_import_textual():
+def imported_in_a_fresh_python(imports: str, unwanted: str) -> subprocess.CompletedProcess:
+    """Run the `imports` code in a fresh interpreter, then fail (exit 1, printing the first of
+    them) if a module `m` of sys.modules meets the `unwanted` expression."""
     code = (
         "import importlib, sys\n"
-        f"for name in {MODULES!r}:\n"
-        "    importlib.import_module(name)\n"
-        "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'tui')))\n"
-        "print(bad)\n"
+        f"{imports}"
+        f"bad = sorted(m for m in sys.modules if {unwanted})\n"
+        "print(bad[:5])\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_core_modules_do_not_import_textual():
+    result = imported_in_a_fresh_python(
+        f"for name in {MODULES!r}:\n    importlib.import_module(name)\n",
+        "m == 'textual' or m.startswith(('textual.', 'tui'))",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(MODULES) > 10
 
@@ -44,15 +52,11 @@ def test_core_modules_do_not_import_textual():
 def test_powerbert_and_the_local_backend_never_import_ray():
     """Ray is the Ray backend's alone: `import powerbert`, the CLI, the supervisor with its local
     backend and the worker leave it out of sys.modules (pip install 'powerbert[ray]' adds it)."""
-    code = (
-        "import sys\n"
+    result = imported_in_a_fresh_python(
         "import powerbert, powerbert.cli.app, powerbert.runner.supervisor, powerbert.runner.local, powerbert.runner.worker\n"
-        "import powerbert.runner.experiments, powerbert.runner.plan, powerbert.training.loop\n"
-        "bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
-        "print(bad[:5])\n"
-        "sys.exit(1 if bad else 0)\n"
+        "import powerbert.runner.experiments, powerbert.runner.plan, powerbert.training.loop\n",
+        "m == 'ray' or m.startswith('ray.')",
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -25,6 +25,11 @@ from powerbert.training.callbacks import EvalResult, TrainCallbacks, TrainStart
 METRIC_FLUSH_S = 2.0  # metrics reach runs.db at most this late; one transaction per flush
 
 
+def failure(exc: BaseException) -> str:
+    """A failed run's error column: the exception's type and first line."""
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
 class RunReporter(TrainCallbacks):
     """Training progress as store writes. Subclasses say where a write goes (`write`) and
     where a log line goes (`say`)."""
@@ -181,5 +186,5 @@ def train_and_report(run: Run, config, reporter: RunReporter, should_stop, *, ke
                 reporter.end_training()
             except Exception:
                 pass
-        reporter.write("finish_run", run.id, RunStatus.FAILED, exit_code=1, error=f"{type(exc).__name__}: {first_line(exc)}", log_tail=log_tail())
+        reporter.write("finish_run", run.id, RunStatus.FAILED, exit_code=1, error=failure(exc), log_tail=log_tail())
         return 1

@@ -24,9 +24,8 @@ import time
 import traceback
 from pathlib import Path
 
-from powerbert.errors import first_line
 from powerbert.runner.liveness import HEARTBEAT_INTERVAL_S, LOG_TAIL_LINES, STALL_AFTER_S, log_tail  # noqa: F401 (re-exported)
-from powerbert.runner.reporting import METRIC_FLUSH_S, RunReporter, train_and_report  # noqa: F401 (re-exported)
+from powerbert.runner.reporting import METRIC_FLUSH_S, RunReporter, failure, train_and_report  # noqa: F401 (re-exported)
 from powerbert.store import RunStatus, Store, StoreError, is_database_busy, process_start_time
 
 
@@ -171,7 +170,7 @@ def run_worker(db_path: str, run_id: int, device_label: str) -> int:
         callbacks = StoreCallbacks(db_path, run_id, stop_event, log_path=log_path, device_label=device_label)
     except BaseException as exc:  # noqa: BLE001 - a run that cannot even begin still ends failed
         traceback.print_exc()
-        patiently(store.finish_run, run_id, RunStatus.FAILED, exit_code=1, error=f"{type(exc).__name__}: {first_line(exc)}", log_tail=log_tail(log_path))
+        patiently(store.finish_run, run_id, RunStatus.FAILED, exit_code=1, error=failure(exc), log_tail=log_tail(log_path))
         store.close()
         return 1
     try:

@@ -156,8 +156,8 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
             tokenize_row_s = (time.perf_counter() - start) / max(1, len(train) + len(dev))
             stream = streams[task] = TaskStream(encoded, config.batch_size, config.seed, config.max_train)
             model.train()
-            # Timed batches spread over the whole first pass: batches are length-bucketed in
-            # windows, sorted inside each, so the first few hold the shortest rows.
+            # Timed batches spread over the whole first pass (their sizes vary: _pass_mean
+            # corrects their mean to the pass's).
             last = stream.batches_per_pass - 1
             timed = [round(i * last / max(1, TIMED_STEPS - 1)) for i in range(TIMED_STEPS)]
             times = []

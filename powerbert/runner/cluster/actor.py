@@ -27,7 +27,7 @@ from collections import deque
 from pathlib import Path
 
 from powerbert.runner.liveness import LOG_TAIL_LINES
-from powerbert.runner.reporting import RunReporter, train_and_report
+from powerbert.runner.reporting import RunReporter, failure, train_and_report
 from powerbert.store import Run
 from powerbert.store.process import process_start_time
 
@@ -155,7 +155,7 @@ class RemoteRun:
             code = train_and_report(self.run, config, self.reporter, self._should_stop, keep_resume_state=self.keep_resume_state,
                                     log_tail=lambda: "\n".join(self.reporter.tail))
         except BaseException as exc:  # noqa: BLE001 - the supervisor must hear how it ended
-            self.reporter.write("finish_run", self.run.id, "failed", exit_code=1, error=f"{type(exc).__name__}: {exc}")
+            self.reporter.write("finish_run", self.run.id, "failed", exit_code=1, error=failure(exc))
             code = 1
         self.exit_code = code
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from powerbert.errors import first_line
 from powerbert.runner.cluster.actor import LOST_AFTER_S, RemoteRun
 from powerbert.runner.cluster.node_check import versions
-from powerbert.runner.cluster.nodes import connect, default_address, node_name, per_run_of, preflight, slots
+from powerbert.runner.cluster.nodes import connect, default_address, describe_node, per_run_of, preflight, slots
+from powerbert.runner.reporting import failure
 from powerbert.store import Run, RunStatus, Store
 
 # The store writes a run makes (reporting.RunReporter, train_and_report), all of its own row:
@@ -43,10 +44,15 @@ class Placed:
     actor: object
     pending: object  # the outstanding call: ready() until it starts training, then poll()
     started: bool = False
-    node: str = ""  # "id (address)" once ready
+    node_id: str = ""  # once ready
+    host: str = ""
     acked: int = 0  # the last event written into runs.db
     answered_at: float = field(default_factory=time.monotonic)
     stop_asked_at: float | None = None
+
+    @property
+    def node(self) -> str:
+        return describe_node(self.node_id, self.host)
 
 
 class RayBackend:
@@ -161,7 +167,7 @@ class RayBackend:
 
     def _begin(self, placed: Placed, answer: dict) -> None:
         run = placed.run
-        placed.node = f"{answer['node'][:12]} ({answer['host']})"
+        placed.node_id, placed.host = answer["node"], answer["host"]
         if answer["problem"]:
             error = f"Ray node {placed.node} {answer['problem']}"
             self.store.finish_run(run.id, RunStatus.FAILED, error=error, expect=RunStatus.RUNNING)
@@ -198,11 +204,8 @@ class RayBackend:
                                       expect=RunStatus.RUNNING)
             self._drop(placed)
             return
-        status = self.store.heartbeat(run_id, **answer["progress"])
-        if status == RunStatus.STOPPED and placed.stop_asked_at is None:
-            placed.stop_asked_at = time.monotonic()
-            placed.actor.stop.remote()
-            self.log(f"run {placed.run.subset}: stop asked; the run checkpoints and ends")
+        if self.store.heartbeat(run_id, **answer["progress"]) == RunStatus.STOPPED:
+            self._ask_to_stop(placed)
         placed.pending = placed.actor.poll.remote(placed.acked)
 
     def _watch_stop(self, placed: Placed, now: float) -> None:
@@ -213,13 +216,12 @@ class RayBackend:
         self._drop(placed)
 
     def _lost(self, placed: Placed, exc: Exception | None) -> None:
-        where = f"node {placed.node}" if placed.node else "its node"
+        where = f"node {placed.node}" if placed.node_id else "its node"
         if exc is None:
             why = f"no answer from its actor for {LOST_AFTER_S:.0f} s"
         else:
-            why = f"{type(exc).__name__}: {first_line(exc)}"
-        dead = self._dead_nodes()
-        if placed.node and placed.node[:12] in dead:
+            why = failure(exc)
+        if placed.node_id and placed.node_id in self._dead_nodes():
             why = f"the node died ({why})"
         error = f"lost on Ray {where}: {why}"
         self.store.finish_run(placed.run.id, RunStatus.LOST, error=error, expect=RunStatus.RUNNING)
@@ -228,7 +230,7 @@ class RayBackend:
 
     def _dead_nodes(self) -> set[str]:
         try:
-            return {node["NodeID"][:12] for node in self.ray.nodes() if not node.get("Alive")}
+            return {node["NodeID"] for node in self.ray.nodes() if not node.get("Alive")}
         except Exception:  # noqa: BLE001 - only used to word the message
             return set()
 
@@ -249,9 +251,15 @@ class RayBackend:
         for placed in list(self.placed.values()):
             if not placed.started:
                 self._stop_unstarted(placed)
-            elif placed.stop_asked_at is None:
-                placed.stop_asked_at = time.monotonic()
-                placed.actor.stop.remote()
+            else:
+                self._ask_to_stop(placed)
+
+    def _ask_to_stop(self, placed: Placed) -> None:
+        """The actor checkpoints at its next step and ends stopped; killed after STOP_GRACE_S."""
+        if placed.stop_asked_at is None:
+            placed.stop_asked_at = time.monotonic()
+            placed.actor.stop.remote()
+            self.log(f"run {placed.run.subset}: stop asked; the run checkpoints and ends")
 
     def close(self) -> None:
         try:
@@ -259,5 +267,3 @@ class RayBackend:
         except Exception:  # noqa: BLE001
             pass
 
-
-__all__ = ["RayBackend", "node_name", "per_run_of"]

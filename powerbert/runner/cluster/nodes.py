@@ -58,15 +58,14 @@ def connect(address: str | None):
     address = address or default_address()
     if ray.is_initialized():
         return ray
+    hint = "(start one with `ray start --head`, or give the head's host:port with --ray-address)"
     refused = _unreachable(address)
     if refused:
-        raise ExperimentError(f"cannot reach the Ray cluster at {address}: {refused} "
-                              f"(start one with `ray start --head`, or give the head's host:port)")
+        raise ExperimentError(f"cannot reach the Ray cluster at {address}: {refused} {hint}")
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, namespace="powerbert")
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ExperimentError(f"cannot reach the Ray cluster at {address}: {first_line(exc)} "
-                              f"(start one with `ray start --head`, or give --ray-address)") from None
+        raise ExperimentError(f"cannot reach the Ray cluster at {address}: {first_line(exc)} {hint}") from None
     return ray
 
 
@@ -88,14 +87,23 @@ def alive_nodes(ray) -> list[dict]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
+def describe_node(node_id: str, where: str) -> str:
+    """How messages name a node: its id's first 12 hex digits and its address or host."""
+    return f"{node_id[:12]} ({where})"
+
+
 def node_name(node: dict) -> str:
-    """How messages name a node: its id's first 12 hex digits and its address."""
-    return f"{node['NodeID'][:12]} ({node.get('NodeManagerAddress') or node.get('NodeManagerHostname')})"
+    """describe_node for one of ray.nodes()'s records."""
+    return describe_node(node["NodeID"], node.get("NodeManagerAddress") or node.get("NodeManagerHostname"))
+
+
+def _room(nodes: list[dict], per_run: PerRun) -> int:
+    return sum(per_run.fits(node.get("Resources", {})) for node in nodes)
 
 
 def slots(ray, per_run: PerRun) -> int:
     """How many runs the cluster's live nodes take at once."""
-    return sum(per_run.fits(node.get("Resources", {})) for node in alive_nodes(ray))
+    return _room(alive_nodes(ray), per_run)
 
 
 def preflight(ray, folder: Path, per_run: PerRun) -> int:
@@ -110,8 +118,7 @@ def preflight(ray, folder: Path, per_run: PerRun) -> int:
                               f"on a CPU-only cluster use --ray-gpus-per-run 0)")
     token = f"{TOKEN_PREFIX}{uuid.uuid4().hex}"
     token_path = Path(folder) / token
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+    try:  # the folder is there: made private by the caller (preflight_folder, create_experiment)
         token_path.write_bytes(b"")
     except OSError as exc:
         raise ExperimentError(f"{folder}: cannot write the preflight's file: {exc.strerror}") from None
@@ -130,7 +137,7 @@ def preflight(ray, folder: Path, per_run: PerRun) -> int:
                 raise ExperimentError(f"Ray node {node_name(node)} {problem}")
     finally:
         token_path.unlink(missing_ok=True)
-    return sum(per_run.fits(node.get("Resources", {})) for node in nodes)
+    return _room(nodes, per_run)
 
 
 def preflight_folder(launch: dict, out_root: Path | str) -> int:
