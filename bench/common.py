@@ -46,6 +46,27 @@ def machine() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 
+def trimmed_data(folder: Path, rows: int | None = 200, train_rows: int | None = None) -> Path:
+    """The CS224N files cut to their first `rows` rows (None: whole), the training files to
+    `train_rows` if given: the same rows for every side of a benchmark. (quora-train's malformed
+    row is past its first 200.)"""
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in DATA_DIR.glob("*.csv"):
+        with open(src, encoding="utf-8") as f:
+            lines = f.readlines()
+        # Keep whole records: cut at a line that starts a new row (a row number, then a tab).
+        limit = train_rows if train_rows is not None and src.name.endswith("-train.csv") else rows
+        kept, count = [lines[0]], 0
+        for line in lines[1:]:
+            if line.split("\t", 1)[0].isdigit():
+                count += 1
+                if limit is not None and count > limit:
+                    break
+            kept.append(line)
+        (folder / src.name).write_text("".join(kept), encoding="utf-8")
+    return folder
+
+
 def header(title: str) -> None:
     print(f"== {title}")
     print(f"   {datetime.datetime.now().isoformat(timespec='seconds')}  {machine()}", flush=True)

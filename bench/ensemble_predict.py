@@ -44,24 +44,6 @@ BUILD_VERSION = 1
 PAIR = ("How do I learn to play the guitar quickly?", "What is the fastest way to learn guitar?")
 
 
-def trimmed_data(folder: Path, rows: int = 200) -> Path:
-    """The CS224N files with at most `rows` rows each (quora-train's malformed row is past them)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for src in common.DATA_DIR.glob("*.csv"):
-        with open(src, encoding="utf-8") as f:
-            lines = f.readlines()
-        # Keep whole records: cut at a line that starts a new row (a row number, then a tab).
-        kept, count = [lines[0]], 0
-        for line in lines[1:]:
-            if line.split("\t", 1)[0].isdigit():
-                count += 1
-                if count > rows:
-                    break
-            kept.append(line)
-        (folder / src.name).write_text("".join(kept), encoding="utf-8")
-    return folder
-
-
 def build_experiment(root: Path) -> Path:
     """Train the seven runs in-process (minutes, once) and evaluate the ensembles."""
     from powerbert.config import TrainConfig
@@ -75,7 +57,7 @@ def build_experiment(root: Path) -> Path:
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    config = TrainConfig(tasks=("sst", "para", "sts"), data_dir=str(trimmed_data(root / "data")), epochs=1,
+    config = TrainConfig(tasks=("sst", "para", "sts"), data_dir=str(common.trimmed_data(root / "data")), epochs=1,
                          max_train=32, batch_size=16, checkpoint_every_s=1e9)
     start = time.perf_counter()
     with Store(db) as store:

@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step", choices=["plain", "powerbert"], default="plain",
+                        help="powerbert: the same batches through PowerBERT's model and TrainStep (the isolation of bench/RESULTS.md)")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -43,6 +45,8 @@ def main() -> None:
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     steps = args.epochs * -(-len(train) // args.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
+    if args.step == "powerbert":
+        product_step = powerbert_step(encoder, head, args, steps)
 
     def embed(texts: list[str]) -> torch.Tensor:
         batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
@@ -58,6 +62,9 @@ def main() -> None:
         rng.shuffle(train)
         for i in range(0, len(train), args.batch_size):
             chunk = train[i : i + args.batch_size]
+            if args.step == "powerbert":
+                product_step(tokenizer([text for text, _ in chunk], truncation=True, max_length=128), [label for _, label in chunk])
+                continue
             logits = head(dropout(embed([text for text, _ in chunk])))
             loss = torch.nn.functional.cross_entropy(logits, torch.tensor([label for _, label in chunk]))
             optimizer.zero_grad()
@@ -73,6 +80,35 @@ def main() -> None:
                 predicted = head(embed([text for text, _ in chunk])).argmax(-1)
                 correct += int((predicted == torch.tensor([label for _, label in chunk])).sum())
         print(f"epoch {epoch} dev: sst {correct / len(dev):.4f}  ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def powerbert_step(encoder, head, args, steps):
+    """PowerBERT's model (the same encoder and head), optimizer, schedule and TrainStep, fed the
+    plain loop's batches: a function of (tokenised rows, labels) that takes one step."""
+    from powerbert.config import TrainConfig, apply_overrides
+    from powerbert.data.batching import Batch, _pad
+    from powerbert.model.multitask import MultitaskBert
+    from powerbert.model.surgery import make_combiner
+    from powerbert.training.step import TrainStep, make_optimizer, make_schedule
+
+    config = apply_overrides(TrainConfig(), {"lr": args.lr, "weight_decay": 0.01, "warmup": 0.0, "batch_size": args.batch_size,
+                                             "max_length": 128, "seed": args.seed})
+    model = MultitaskBert(encoder, ("sst",), config.heads)
+    model.heads["sst"] = head
+    optimizer = make_optimizer(model, config)
+    schedule = make_schedule(optimizer, config, steps)
+    step = TrainStep(model, optimizer, make_combiner(config.surgery, args.seed), config, torch.device("cpu"))
+    model.train()
+    count = [0]
+
+    def take(encoded, labels):
+        model.train()
+        batch = Batch("sst", _pad(encoded["input_ids"], 0), None, torch.tensor(labels, dtype=torch.float32), list(range(len(labels))))
+        step({"sst": batch}, count[0])
+        schedule.step()
+        count[0] += 1
+
+    return take
 
 
 if __name__ == "__main__":

@@ -47,10 +47,15 @@ class TrainConfig:
     l2: float = 0.0  # the paper's explicit L2 term: lambda * sum(w^2) added to the loss
     batch_size: int = 32  # rows per task per step
     max_length: int = 128  # tokens per input after truncation
+    bucket_window: int = 50  # rows are sorted by length within windows of this many batches; 1 = batches of random rows
     warmup: float = 0.1  # fraction of all steps spent warming the learning rate up from 0
     schedule: Literal["linear", "constant"] = "linear"  # after warm-up: linear decay to 0, or flat
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     seed: int = 0
+    # In an experiment, each run adds its subset's number to the seed (run_seed): the members of
+    # a task's ensemble then differ in data order, head initialisation and dropout, not only in
+    # their other tasks, and their errors differ more (bench/RESULTS.md, "Making the power set pay").
+    seed_per_run: bool = True
     surgery: Literal["pcgrad", "sum"] = "pcgrad"  # how multitask gradients are combined
     epoch_size: Literal["max", "min"] = "max"  # steps per epoch: the largest or the smallest task's batches
     max_train: int | None = None  # training rows per task per epoch (a fresh sample each epoch)
@@ -96,6 +101,7 @@ RANGES: dict[str, tuple] = {
     "l2": (lambda v: v >= 0, "a number of at least 0"),
     "batch_size": (lambda v: v >= 1, "a whole number of at least 1"),
     "max_length": (lambda v: v >= 8, "a whole number of at least 8"),
+    "bucket_window": (lambda v: v >= 1, "a whole number of batches, at least 1 (1 turns length bucketing off)"),
     "warmup": (lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1"),
     "grad_clip": (lambda v: v >= 0, "a number of at least 0 (0 turns clipping off)"),
     "max_train": (lambda v: v >= 1, "a whole number of at least 1 (or none)"),
@@ -167,6 +173,17 @@ def _describe(options) -> str:
         else:
             words.append({bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(option, str(option)))
     return " or ".join(words)
+
+
+def run_seed(config: TrainConfig, experiment_tasks: tuple[str, ...]) -> TrainConfig:
+    """The config of one run of an experiment on `experiment_tasks`: with seed_per_run, its seed
+    plus the subset's number, the bit mask of its tasks' positions minus one (the first task
+    alone keeps the seed as given; the whole set gets seed + 2^T - 2). The number depends only
+    on the experiment's stored task order, so a resumed run gets the seed it started with."""
+    if not config.seed_per_run:
+        return config
+    mask = sum(1 << experiment_tasks.index(t) for t in config.tasks if t in experiment_tasks)
+    return replace(config, seed=config.seed + max(mask - 1, 0))
 
 
 def apply_overrides(config: TrainConfig, overrides: dict) -> TrainConfig:

@@ -95,7 +95,7 @@ def test_csv_parses_back_to_the_table(report):
 
 def test_json_loads_with_analysis_weights_and_nulls(report):
     data = json.loads(to_json(report))
-    assert data["tasks"] == list(TASKS) and data["analysis_scheme"] == "weighted"
+    assert data["tasks"] == list(TASKS) and data["analysis_scheme"] == "learned"
     assert data["best"]["sst"] == ["sst"]
     sst = data["analysis"]["sst"]
     assert sum(map(sum, sst["confusion"]["counts"])) == sst["n"] == 60
@@ -115,8 +115,8 @@ def test_nan_scores_become_null_not_nan():
 
 def test_charts_render_error_distributions_and_counts(report):
     text = text_of(render_charts(report))
-    assert "sst · weighted ensemble · n=60" in text
-    assert "sts · weighted ensemble" in text
+    assert "sst · learned ensemble · n=60" in text
+    assert "sts · learned ensemble" in text
     assert "predicted - gold" in text and "gold × predicted" in text
     assert "█" in text and "gold 4" in text and "-4" in text
 

@@ -30,7 +30,7 @@ async def test_results_table_and_scheme_choice(db_path):
         names = [row.name for row in screen.report.rows]
         assert names[:7] == [subset_name(s) for s in power_set(TASKS3)]
         assert {"voting", "weighted", "single", "learned"} <= set(names)
-        assert screen.report.analysis_scheme == "weighted"
+        assert screen.report.analysis_scheme == "learned"
         screen.query_one("#scheme").value = "voting"
         await wait_for(pilot, lambda: screen.report.analysis_scheme == "voting", what="the voting analysis")
 

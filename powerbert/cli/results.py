@@ -15,6 +15,7 @@ from rich.console import Console
 
 from powerbert.cli.app import DbOpt, ExperimentArg, command, console, err_console, open_store, pick_experiment
 from powerbert.errors import ExperimentError
+from powerbert.results import DEFAULT_SCHEME
 
 
 class ReportFormat(str, Enum):
@@ -72,7 +73,7 @@ def ensemble(experiment: ExperimentArg = None, db: DbOpt = Path("runs.db")) -> N
 def report(
     experiment: ExperimentArg = None,
     fmt: Annotated[ReportFormat, typer.Option("--format", help="table (with the error charts), markdown (charts as a text block), csv (the table), or json (table, weights and the error analysis).")] = ReportFormat.table,
-    scheme: SchemeOpt = "weighted",
+    scheme: SchemeOpt = DEFAULT_SCHEME,
     baselines: Annotated[bool, typer.Option("--baselines", help="Also train the paper's two baselines (frozen encoder; naive multitask) as extra runs, in the background; re-run report when they finish.")] = False,
     db: DbOpt = Path("runs.db"),
 ) -> None:

@@ -134,14 +134,16 @@ def encode_task(data: TaskData, tokenizer, *, pair_mode: PairMode, max_length: i
 
 
 def bucketed_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None,
+    window_batches: int = BUCKET_WINDOW_BATCHES,
 ) -> list[np.ndarray]:
-    """Shuffle rows, sort by length inside windows, cut into batches, shuffle the batches.
+    """Shuffle rows, sort by length inside windows of `window_batches` batches, cut into
+    batches, shuffle the batches (a window of 1 batch: batches of random rows).
 
     `rows` restricts the pass to those row positions (e.g. a --max-train sample).
     """
     order = rng.permutation(len(lengths)) if rows is None else rng.permutation(rows)
-    window = batch_size * BUCKET_WINDOW_BATCHES
+    window = batch_size * window_batches
     batches: list[np.ndarray] = []
     for start in range(0, len(order), window):
         chunk = order[start : start + window]

@@ -23,6 +23,7 @@ from pathlib import Path
 from powerbert.errors import ExperimentError, InputError, StoreError
 from powerbert.inference.loading import LoadedExperiment, load_experiment_models
 from powerbert.inference.predict import predict_texts
+from powerbert.results import DEFAULT_SCHEME
 from powerbert.store import ExperimentStatus, Store
 from powerbert.store.db import no_database_message
 from powerbert.tasks import TASKS
@@ -58,7 +59,7 @@ class Ensemble:
         """The loaded models by subset name ('sst', 'sst+para', ...)."""
         return tuple(self._loaded.models)
 
-    def predict(self, task: str, inputs: Sequence[str] | Sequence[tuple[str, str]], scheme: str = "weighted") -> list[Prediction]:
+    def predict(self, task: str, inputs: Sequence[str] | Sequence[tuple[str, str]], scheme: str = DEFAULT_SCHEME) -> list[Prediction]:
         """One Prediction per input, in order. `inputs` are sentences for a single-sentence
         task and (sentence1, sentence2) pairs for a pair task; `scheme` is an ensemble scheme
         (weighted, voting, single, learned, ...) or one model's subset name."""

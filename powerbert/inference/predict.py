@@ -40,6 +40,7 @@ from powerbert.inference.encoding import PredictionCache, embed_keys, embedding_
 from powerbert.inference.files import CS224N_HEADERS, FORMATS, format_predictions, write_predictions  # noqa: F401 - re-exported
 from powerbert.inference.inputs import check_inputs
 from powerbert.inference.loading import LoadedExperiment, LoadedModel, load_experiment_models, stored_weights  # noqa: F401 - re-exported
+from powerbert.results import DEFAULT_SCHEME
 from powerbert.results.ensemble import SCHEMES, combine
 from powerbert.tasks import TASKS, tasks_for_input
 
@@ -232,7 +233,7 @@ def predict_file(
     loaded: LoadedExperiment,
     task: str,
     input_path: Path | str,
-    scheme: str = "weighted",
+    scheme: str = DEFAULT_SCHEME,
     *,
     chunk_rows: int = FILE_CHUNK_ROWS,
     on_progress: Callable[[int, int], None] | None = None,

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from powerbert.outputs import TaskOutputs
+from powerbert.results import DEFAULT_SCHEME
 from powerbert.results.ensemble import SCHEMES, EnsembleOutcome, evaluate_all, outcome_record
 from powerbert.results.report import ReportData, build_report
 from powerbert.store import EnsembleResult, Experiment, RunStatus, Store, run_label
@@ -53,7 +54,7 @@ def outcome_results(experiment_id: int, outcomes: list[EnsembleOutcome]) -> list
     return [EnsembleResult(experiment_id, o.scheme, o.task, o.score, outcome_record(o)) for o in outcomes]
 
 
-def experiment_report(store: Store, experiment: Experiment, scheme: str = "weighted") -> ReportData:
+def experiment_report(store: Store, experiment: Experiment, scheme: str = DEFAULT_SCHEME) -> ReportData:
     """The results table (every run, every scheme) and the error analysis of `scheme`."""
     outcomes = evaluate_experiment(store, experiment)
     scores, status = {}, {}

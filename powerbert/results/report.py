@@ -22,6 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from powerbert.results import DEFAULT_SCHEME
 from powerbert.results.analysis import error_analysis
 from powerbert.results.ensemble import CV_SCHEMES, SCHEMES, EnsembleOutcome, json_safe, scheme_overall
 from powerbert.tasks import TASKS, overall_score, power_set
@@ -60,7 +61,7 @@ def build_report(
     model_scores: dict[str, dict[str, float]],
     model_status: dict[str, str],
     outcomes: list[EnsembleOutcome],
-    analysis_scheme: str = "weighted",
+    analysis_scheme: str = DEFAULT_SCHEME,
     *,
     gold: dict[str, np.ndarray] | None = None,
 ) -> ReportData:

@@ -133,13 +133,17 @@ def keeps_resume_state(store: Store, run) -> bool:
 
 
 def run_config(store: Store, run):
-    """The TrainConfig of a run: the experiment's resolved config, this run's tasks, its kind."""
-    from powerbert.config import TrainConfig
+    """The TrainConfig of a run: the experiment's resolved config, this run's tasks and seed
+    (config.run_seed), its kind."""
+    from powerbert.config import TrainConfig, run_seed
     from powerbert.runner.baselines import config_for_kind
 
     experiment = store.get_experiment(run.experiment_id)
-    config = TrainConfig.from_dict({**experiment.config["train"], "tasks": list(run.tasks)})
-    return config_for_kind(config, run.kind)
+    # Experiments stored before seed_per_run existed gave every run the same seed: a run of one
+    # resumes with the seed it started with.
+    stored = {"seed_per_run": False, **experiment.config["train"]}
+    config = TrainConfig.from_dict({**stored, "tasks": list(run.tasks)})
+    return config_for_kind(run_seed(config, tuple(experiment.tasks)), run.kind)
 
 
 def run_worker(db_path: str, run_id: int, device_label: str) -> int:

@@ -154,7 +154,7 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
             encoded = encode_task(train, tokenizer, pair_mode=mode, max_length=config.max_length)
             dev_encoded = encode_task(dev, tokenizer, pair_mode=mode, max_length=config.max_length)
             tokenize_row_s = (time.perf_counter() - start) / max(1, len(train) + len(dev))
-            stream = streams[task] = TaskStream(encoded, config.batch_size, config.seed, config.max_train)
+            stream = streams[task] = TaskStream(encoded, config.batch_size, config.seed, config.max_train, config.bucket_window)
             model.train()
             # Timed batches spread over the whole first pass (their sizes vary: _pass_mean
             # corrects their mean to the pass's).

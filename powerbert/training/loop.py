@@ -94,7 +94,7 @@ def train_subset(
     train_data = load_training_data(config, "train", callbacks.on_message)
     dev_data = load_training_data(config, "dev", callbacks.on_message)
     encode = lambda d: encode_task(d, tokenizer, pair_mode=config.heads.pair_mode(d.task.name), max_length=config.max_length)  # noqa: E731
-    streams = {n: TaskStream(encode(d), config.batch_size, config.seed, config.max_train) for n, d in train_data.items()}
+    streams = {n: TaskStream(encode(d), config.batch_size, config.seed, config.max_train, config.bucket_window) for n, d in train_data.items()}
     dev = {n: encode(d) for n, d in dev_data.items()}
 
     model = build_model(config.model, config.tasks, config.heads).to(device)

@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Header, Label, Select, Static
 
+from powerbert.results import DEFAULT_SCHEME
 from tui.screens.base import PollingScreen
 from tui.source import Database
 
@@ -32,7 +33,7 @@ class ResultsScreen(PollingScreen):
     def __init__(self, experiment_id: int) -> None:
         super().__init__(id="results")
         self.experiment_id = experiment_id
-        self.scheme = "weighted"
+        self.scheme = DEFAULT_SCHEME
         self._shown: tuple | None = None  # (signature, scheme) of the report on screen
         self.report = None  # powerbert.results.report.ReportData on screen
 
