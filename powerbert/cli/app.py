@@ -7,8 +7,10 @@ train.py, experiments.py, results.py and predict.py beside this file.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -117,6 +119,8 @@ def command(func=None, *, name: str | None = None):
         except Exception as exc:
             if _state["debug"]:
                 raise
+            if terminal_hung_up(exc):
+                end_as_hung_up()
             log = internal_error_log(exc)
             err_console.print(
                 f"[bold red]internal error:[/bold red] {type(exc).__name__}: {first_line(exc)} "
@@ -126,6 +130,26 @@ def command(func=None, *, name: str | None = None):
             raise typer.Exit(code=1) from None
 
     return app.command(name=name)(wrapper)
+
+
+def terminal_hung_up(exc: BaseException) -> bool:
+    """Whether `exc` is a write to our terminal after it went away (an SSH connection dropped, a
+    terminal window closed): EIO on a terminal. Not a bug: the hang-up's SIGHUP is on its way,
+    and on a busy machine the failed write can come first."""
+    if not (isinstance(exc, OSError) and exc.errno == errno.EIO):
+        return False
+    try:
+        return os.isatty(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return False
+
+
+def end_as_hung_up() -> None:
+    """End this process as the terminal's hang-up ends it (killed by SIGHUP), with no message to
+    the terminal that is gone and no internal-error log. Detached runs never depend on it."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGHUP)
+    signal.pause()  # pragma: no cover - the signal ends us first
 
 
 def internal_error_log(exc: BaseException) -> str:

@@ -187,8 +187,11 @@ class MultitaskBert(nn.Module):
                 cos = F.cosine_similarity(u.float(), v.float(), dim=-1).abs().clamp(max=1.0)
                 return task.label_min + cos * (task.label_max - task.label_min)
             u = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
-        out = self.heads[name](self.dropout(u))
-        return (out if task.kind == "classify" else out.squeeze(-1)).float()
+        # The head runs in fp32 outside autocast, as a plain fine-tuning loop runs it: it costs
+        # nothing next to the encoder, and its logits and their gradients keep full precision.
+        with torch.autocast(u.device.type, enabled=False):
+            out = self.heads[name](self.dropout(u.float()))
+        return out if task.kind == "classify" else out.squeeze(-1)
 
     def task_loss(self, batch: Batch, outputs: torch.Tensor) -> torch.Tensor:
         kind = TASKS[batch.task].kind
