@@ -106,6 +106,7 @@ def command(func=None, *, name: str | None = None):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        on_terminal = stdout_is_terminal()  # asked now: a terminal that hung up no longer says it is one
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as exc:
@@ -119,7 +120,10 @@ def command(func=None, *, name: str | None = None):
         except Exception as exc:
             if _state["debug"]:
                 raise
-            if terminal_hung_up(exc):
+            if on_terminal and isinstance(exc, OSError) and exc.errno == errno.EIO:
+                # A write to our terminal after it went away (an SSH connection dropped, a window
+                # closed) is not a bug: the hang-up's SIGHUP is on its way, and on a busy machine
+                # the failed write can come first.
                 end_as_hung_up()
             log = internal_error_log(exc)
             err_console.print(
@@ -132,15 +136,10 @@ def command(func=None, *, name: str | None = None):
     return app.command(name=name)(wrapper)
 
 
-def terminal_hung_up(exc: BaseException) -> bool:
-    """Whether `exc` is a write to our terminal after it went away (an SSH connection dropped, a
-    terminal window closed): EIO on a terminal. Not a bug: the hang-up's SIGHUP is on its way,
-    and on a busy machine the failed write can come first."""
-    if not (isinstance(exc, OSError) and exc.errno == errno.EIO):
-        return False
+def stdout_is_terminal() -> bool:
     try:
         return os.isatty(sys.stdout.fileno())
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # no stdout, or one without a file descriptor
         return False
 
 
