@@ -95,13 +95,17 @@ def test_1_workers_survive_their_launcher_being_killed_hung_up_or_piped_shut(tmp
 
         # A fresh `powerbert status` (its own connection, nothing shared with the launchers)
         # sees them running. In-process through the CLI's own code, so that it is quick enough
-        # to look while the short runs still train; the final look below is a real process.
+        # to look while the short runs still train; the final look below is a real process. On
+        # a busy machine a run can finish while the launchers are dying: then it is "finished",
+        # and the check below (the same worker process finished it) is the proof it survived.
         for name in FAULTS:
             result = CliRunner().invoke(app, ["status", name, "--db", str(db)], env={"COLUMNS": "120"})
             assert result.exit_code == 0, result.output
-            assert " running " in f" {_run_row(result.output)} ", (name, result.output)
+            row = f" {_run_row(result.output)} "
+            assert " running " in row or " finished " in row, (name, result.output)
         for name, run in before.items():
-            assert alive(run.pid), f"the {name} worker died with its launcher"
+            if store.get_run(run.id).status == RunStatus.RUNNING:
+                assert alive(run.pid), f"the {name} worker died with its launcher"
 
         # ... and they finish, each in its first and only worker process; a real `powerbert
         # status` process shows it.
