@@ -46,7 +46,7 @@ def main() -> None:
     steps = args.epochs * -(-len(train) // args.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
     if args.step == "powerbert":
-        product_step = powerbert_step(encoder, head, args, steps)
+        product_step = powerbert_step(encoder, head, steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
 
     def embed(texts: list[str]) -> torch.Tensor:
         batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
@@ -63,7 +63,8 @@ def main() -> None:
         for i in range(0, len(train), args.batch_size):
             chunk = train[i : i + args.batch_size]
             if args.step == "powerbert":
-                product_step(tokenizer([text for text, _ in chunk], truncation=True, max_length=128), [label for _, label in chunk])
+                encoded = tokenizer([text for text, _ in chunk], padding=True, truncation=True, max_length=128, return_tensors="pt")
+                product_step(encoded, torch.tensor([label for _, label in chunk]))
                 continue
             logits = head(dropout(embed([text for text, _ in chunk])))
             loss = torch.nn.functional.cross_entropy(logits, torch.tensor([label for _, label in chunk]))
@@ -82,31 +83,33 @@ def main() -> None:
         print(f"epoch {epoch} dev: sst {correct / len(dev):.4f}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def powerbert_step(encoder, head, args, steps):
-    """PowerBERT's model (the same encoder and head), optimizer, schedule and TrainStep, fed the
-    plain loop's batches: a function of (tokenised rows, labels) that takes one step."""
+def powerbert_step(encoder, head, total_steps: int, **settings):
+    """PowerBERT's model (around this encoder and head), optimizer, schedule and `TrainStep`, with
+    the plain loop's recipe unless `settings` say otherwise: a function that takes one step on a
+    batch the plain loop's tokenizer padded (input_ids, attention_mask) and returns its loss.
+    bench/sst_step_parity.py uses it too."""
     from powerbert.config import TrainConfig, apply_overrides
-    from powerbert.data.batching import Batch, _pad
+    from powerbert.data.batching import Batch
     from powerbert.model.multitask import MultitaskBert
     from powerbert.model.surgery import make_combiner
     from powerbert.training.step import TrainStep, make_optimizer, make_schedule
 
-    config = apply_overrides(TrainConfig(), {"lr": args.lr, "weight_decay": 0.01, "warmup": 0.0, "batch_size": args.batch_size,
-                                             "max_length": 128, "seed": args.seed})
+    recipe = {"lr": 5e-5, "weight_decay": 0.01, "warmup": 0.0, "batch_size": 16, "max_length": 128}
+    config = apply_overrides(TrainConfig(), {**recipe, **settings})
     model = MultitaskBert(encoder, ("sst",), config.heads)
     model.heads["sst"] = head
     optimizer = make_optimizer(model, config)
-    schedule = make_schedule(optimizer, config, steps)
-    step = TrainStep(model, optimizer, make_combiner(config.surgery, args.seed), config, torch.device("cpu"))
-    model.train()
-    count = [0]
+    schedule = make_schedule(optimizer, config, total_steps)
+    step = TrainStep(model, optimizer, make_combiner(config.surgery, config.seed), config, torch.device("cpu"))
+    taken = 0
 
-    def take(encoded, labels):
-        model.train()
-        batch = Batch("sst", _pad(encoded["input_ids"], 0), None, torch.tensor(labels, dtype=torch.float32), list(range(len(labels))))
-        step({"sst": batch}, count[0])
+    def take(encoded, labels: torch.Tensor) -> float:
+        nonlocal taken
+        inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        loss = step({"sst": Batch("sst", inputs, None, labels.float(), list(range(len(labels))))}, taken)
         schedule.step()
-        count[0] += 1
+        taken += 1
+        return float(loss["sst"])
 
     return take
 

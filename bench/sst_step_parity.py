@@ -21,13 +21,10 @@ import random
 
 import common
 import torch
+from sst_plain_loop import powerbert_step
 
-from powerbert.config import TrainConfig, apply_overrides
-from powerbert.data.batching import Batch
 from powerbert.data.files import load_split
-from powerbert.model.multitask import MultitaskBert, load_encoder, load_tokenizer
-from powerbert.model.surgery import make_combiner
-from powerbert.training.step import TrainStep, make_optimizer, make_schedule
+from powerbert.model.multitask import load_encoder, load_tokenizer
 
 EPOCH_STEPS = 534  # one epoch of the whole SST file at batch 16: the schedule of a real run
 
@@ -70,20 +67,9 @@ def plain(encoder, head, data, *, head_in_autocast=False, fused=False):
 
 
 def product(encoder, head, data, **settings):
-    """PowerBERT's TrainStep (the product's step) with the plain loop's recipe."""
-    config = apply_overrides(TrainConfig(), {"lr": 5e-5, "weight_decay": 0.01, "warmup": 0.0, "batch_size": 16,
-                                             "max_length": 128, "dropout": 0.0, **settings})
-    model = MultitaskBert(encoder, ("sst",), config.heads)
-    model.heads["sst"] = head
-    optimizer = make_optimizer(model, config)
-    schedule = make_schedule(optimizer, config, EPOCH_STEPS)
-    step = TrainStep(model, optimizer, make_combiner(config.surgery, 0), config, torch.device("cpu"))
-    losses = []
-    for k, (encoded, labels) in enumerate(data):
-        inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-        losses.append(float(step({"sst": Batch("sst", inputs, None, labels.float(), list(range(len(labels))))}, k)["sst"]))
-        schedule.step()
-    return losses
+    """PowerBERT's TrainStep (the product's step) with the plain loop's recipe, dropout off."""
+    take = powerbert_step(encoder, head, EPOCH_STEPS, dropout=0.0, **settings)
+    return [take(encoded, labels) for encoded, labels in data]
 
 
 def main() -> None:
