@@ -71,6 +71,12 @@ def main() -> None:
     for name, mean in means.items():
         print(f"   {name:16s} mean {mean:.4f} over {len(best[name])} seeds")
     gap = means["powerbert train"] - means["plain loop"]
+    if len(args.seeds) > 1:
+        # Seeds are paired (same seed on both sides, though the draws differ): the spread of the
+        # per-seed differences says how far the mean gap can be trusted.
+        diffs = [p - q for p, q in zip(best["powerbert train"], best["plain loop"])]
+        error = statistics.stdev(diffs) / len(diffs) ** 0.5
+        print(f"   per-seed differences: standard deviation {statistics.stdev(diffs) * 100:.2f} points, standard error of the mean gap {error * 100:.2f}")
     met = gap >= -0.005
     print(f"RESULT sst dev accuracy, powerbert train - plain loop: {gap * 100:+.2f} points (target >= -0.50) {'MET' if met else 'MISSED'}")
     sys.exit(0 if met else 1)
