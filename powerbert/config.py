@@ -64,12 +64,6 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     freeze_encoder: bool = False  # train only the heads (the paper's frozen baseline)
     head_lr: float | None = None  # learning rate of the heads, if different from lr
-    # The shared encoder's learning rate in a run of k tasks: lr for every k ("same"), or lr x sqrt(k)
-    # ("sqrt"). A step's AdamW update has about the same size whatever the gradient's, and k
-    # tasks' gradients share it: at a fixed number of steps each task of a k-task run then moves
-    # the encoder about 1/sqrt(k) as far as its single-task run does (bench/RESULTS.md, "Making
-    # the power set pay"). The heads, each trained by one task, keep lr (or head_lr).
-    multitask_lr: Literal["same", "sqrt"] = "same"
     checkpoint_every_s: float = 120.0  # also save the resume checkpoint this often within an epoch
     heads: HeadConfig = field(default_factory=HeadConfig)
 

@@ -6,8 +6,6 @@ combiner (sum or PCGrad) set the gradients, adds the explicit L2 term, clips and
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from powerbert.config import TrainConfig
@@ -62,7 +60,7 @@ def make_optimizer(model: MultitaskBert, config: TrainConfig) -> torch.optim.Opt
         for p in model.encoder.parameters():
             p.requires_grad_(False)
     head_params = [p for p in model.heads.parameters() if p.requires_grad]
-    groups = [{"params": model.shared_parameters(), "lr": shared_lr(config)}]
+    groups = [{"params": model.shared_parameters(), "lr": config.lr}]
     groups.append({"params": head_params, "lr": config.head_lr or config.lr})
     groups = [g for g in groups if g["params"]]
     # Fused AdamW updates each tensor in one pass with no temporaries: on a 2-core CPU it is
@@ -70,13 +68,6 @@ def make_optimizer(model: MultitaskBert, config: TrainConfig) -> torch.optim.Opt
     # a GPU too (bench/train_throughput.py, bench/gpu_mfu.py).
     fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
-
-
-def shared_lr(config: TrainConfig) -> float:
-    """The peak learning rate of the shared encoder in a run of config.tasks (see multitask_lr)."""
-    if config.multitask_lr == "sqrt":
-        return config.lr * math.sqrt(len(config.tasks))
-    return config.lr
 
 
 def make_schedule(optimizer, config: TrainConfig, total_steps: int):
