@@ -8,10 +8,9 @@ PCGrad projects a task's gradient only where it points against another's (a nega
 product over all the shared encoder's parameters, as in Yu et al.); in a step without such a
 conflict it is exactly the sum of the task gradients. So the share of steps with a conflict, and
 how far the projections move the combined gradient when they happen, bound how far `--set
-surgery=sum` can move a run. Each subset trains as `powerbert run
---profile best` trains it (its rows drawn at random per pass, lr 1e-4 with 10% warm-up then
-linear decay over the whole run's steps, batch 16, max length 96, its experiment seed), one
-process, the product's TrainStep. Printed per subset and per window of steps: how many steps
+surgery=sum` can move a run. Each subset trains as `powerbert run --profile best` trains it (its
+rows drawn at random per pass, lr 1e-4 with 10% warm-up then linear decay over the whole run's
+steps, batch 16, max length 96, its experiment seed), one process, the product's TrainStep. Printed per subset and per window of steps: how many steps
 had at least one conflict; then the projections made, the median cosine of two tasks' gradients
 where they conflicted, and the median and largest change PCGrad made to the combined gradient
 (|PCGrad - sum| / |sum|, over the steps with a conflict). The figures come from the Gram matrix
@@ -38,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="multitask subsets to train, ';' between subsets, ',' between tasks")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's own)")
     args = parser.parse_args(argv)
+    subsets = [tuple(s.split(",")) for s in args.subsets.split(";")]
+    for subset in subsets:
+        if len(subset) < 2 or not set(subset) <= {"sst", "para", "sts"}:
+            parser.error(f"--subsets: '{','.join(subset)}' is not a multitask subset of sst, para, sts")
 
     import torch
 
@@ -56,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     tune_cpu_runtime()
     common.header(f"PCGrad conflicts: {args.steps} steps of each multitask subset of `best`")
-    subsets = [tuple(s.split(",")) for s in args.subsets.split(";")]
     base = resolve_config("best", {"data_dir": args.data_dir, "skip_bad_rows": True})
     tokenizer = load_tokenizer(base.model)
     encoded = {}
@@ -88,22 +90,22 @@ def main(argv: list[str] | None = None) -> int:
         scheduler = make_schedule(optimizer, config, config.epochs * max(s.batches_per_pass for s in streams.values()))
         pcgrad = PCGrad(config.seed)
         train_step = TrainStep(model, optimizer, pcgrad, config, device)
-        windows, conflicted, made, before = [], 0, 0, 0
+        windows, conflicted, before = [], 0, 0
         seen.clear()
         for step in range(args.steps):
             train_step({t: s.batch(step) for t, s in streams.items()}, step)
             scheduler.step()
             now = pcgrad.conflicts
-            conflicted += now > before
-            made, before = made + now - before, now
+            conflicted, before = conflicted + (now > before), now
             if (step + 1) % WINDOW == 0 or step + 1 == args.steps:
-                windows.append(f"{conflicted}/{(step % WINDOW) + 1}")
+                windows.append((conflicted, step % WINDOW + 1))
                 conflicted = 0
-        total = sum(int(w.split("/")[0]) for w in windows)
+        total = sum(c for c, _ in windows)
+        shown = " ".join(f"{c}/{n}" for c, n in windows)
         cosines = [c for pairs, _ in seen for c in pairs]
         changes = [change for pairs, change in seen if pairs]
-        print(f"   {'+'.join(subset):13s} steps with a conflict, per {WINDOW}: {' '.join(windows)}; "
-              f"all {total}/{args.steps} ({100 * total / args.steps:.0f}%), {made} projections", flush=True)
+        print(f"   {'+'.join(subset):13s} steps with a conflict, per {WINDOW}: {shown}; "
+              f"all {total}/{args.steps} ({100 * total / args.steps:.0f}%), {pcgrad.conflicts} projections", flush=True)
         if changes:
             print(f"   {'':13s} conflicting pairs' cosine: median {statistics.median(cosines):.3f}, lowest {min(cosines):.3f}; "
                   f"|PCGrad - sum| / |sum|: median {statistics.median(changes):.3f}, largest {max(changes):.3f}", flush=True)
