@@ -13,7 +13,9 @@ rows drawn at random per pass, lr 1e-4 with 10% warm-up then linear decay over t
 steps, batch 16, max length 96, its experiment seed), one process, the product's TrainStep. Printed per subset and per window of steps: how many steps
 had at least one conflict; then the projections made, the median cosine of two tasks' gradients
 where they conflicted, and the median and largest change PCGrad made to the combined gradient
-(|PCGrad - sum| / |sum|, over the steps with a conflict). The figures come from the Gram matrix
+(|PCGrad - sum| / |sum|, over the steps with a conflict; with `balance=norm`, both sides
+balanced), and each task's median gradient norm over the shared encoder before any balancing
+(how much of a plain sum's step each task's loss drives). The figures come from the Gram matrix
 PCGrad builds each step, read by wrapping `surgery.conflict_weights` (the product's own code
 runs unchanged).
 """
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=250, help="steps per subset (one epoch of `best` is 250)")
     parser.add_argument("--subsets", default="sst,para;sst,sts;para,sts;sst,para,sts",
                         help="multitask subsets to train, ';' between subsets, ',' between tasks")
+    parser.add_argument("--balance", choices=("none", "norm"), default=None,
+                        help="the balance setting to train with (default: the best profile's)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's own)")
     args = parser.parse_args(argv)
     subsets = [tuple(s.split(",")) for s in args.subsets.split(";")]
@@ -67,31 +71,36 @@ def main(argv: list[str] | None = None) -> int:
         encoded[task] = encode_task(data, tokenizer, pair_mode=base.heads.pair_mode(task), max_length=base.max_length)
     device = torch.device("cpu")
     seen: list[tuple[list[float], float]] = []  # per step: conflicting pairs' cosines, relative change
+    norms_seen: list[list[float]] = []  # per step: each task's shared-gradient norm, in subset order
     project = surgery.conflict_weights
 
-    def recording(grads, rng):
-        weights, conflicts = project(grads, rng)
+    def recording(grads, rng, **options):
+        weights, conflicts = project(grads, rng, **options)
+        # The same step without projections (balanced too, if the recipe balances): what PCGrad
+        # changed is the difference between the two combinations of the task gradients.
+        plain, _ = project(grads, rng, **{**options, "project": False})
         gram = (grads @ grads.T).double()
-        ones = torch.ones_like(weights)
-        change = ((weights - ones) @ gram @ (weights - ones)).clamp(min=0).sqrt() / (ones @ gram @ ones).sqrt()
+        change = ((weights - plain) @ gram @ (weights - plain)).clamp(min=0).sqrt() / (plain @ gram @ plain).sqrt()
         norms = gram.diagonal().sqrt()
         cosines = gram / torch.outer(norms, norms)
         pairs = [float(cosines[i, j]) for i in range(len(gram)) for j in range(i + 1, len(gram)) if cosines[i, j] < 0]
         seen.append((pairs, float(change)))
+        norms_seen.append(norms.tolist())
         return weights, conflicts
 
     surgery.conflict_weights = recording
     for subset in subsets:
-        config = run_seed(resolve_config("best", {"data_dir": args.data_dir, "tasks": subset}), ("sst", "para", "sts"))
+        config = run_seed(resolve_config("best", {"data_dir": args.data_dir, "tasks": subset, "balance": args.balance}), ("sst", "para", "sts"))
         torch.manual_seed(config.seed)
         streams = {t: TaskStream(encoded[t], config.batch_size, config.seed, config.max_train, config.bucket_window) for t in subset}
         model = build_model(config.model, config.tasks, config.heads).train()
         optimizer = make_optimizer(model, config)
         scheduler = make_schedule(optimizer, config, config.epochs * max(s.batches_per_pass for s in streams.values()))
-        pcgrad = PCGrad(config.seed)
+        pcgrad = PCGrad(config.seed, balance=config.balance == "norm")
         train_step = TrainStep(model, optimizer, pcgrad, config, device)
         windows, conflicted, before = [], 0, 0
         seen.clear()
+        norms_seen.clear()
         for step in range(args.steps):
             train_step({t: s.batch(step) for t, s in streams.items()}, step)
             scheduler.step()
@@ -109,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         if changes:
             print(f"   {'':13s} conflicting pairs' cosine: median {statistics.median(cosines):.3f}, lowest {min(cosines):.3f}; "
                   f"|PCGrad - sum| / |sum|: median {statistics.median(changes):.3f}, largest {max(changes):.3f}", flush=True)
+        medians = [statistics.median(step[i] for step in norms_seen) for i in range(len(subset))]
+        shown_norms = ", ".join(f"{t} {m:.3g} ({m / min(medians):.1f}x)" for t, m in zip(subset, medians))
+        print(f"   {'':13s} median gradient norm over the shared encoder: {shown_norms}", flush=True)
     return 0
 
 

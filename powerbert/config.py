@@ -57,6 +57,10 @@ class TrainConfig:
     # their other tasks, and their errors differ more (bench/RESULTS.md, "Making the power set pay").
     seed_per_run: bool = True
     surgery: Literal["pcgrad", "sum"] = "pcgrad"  # how multitask gradients are combined
+    # "norm": before they are combined, each task's gradient over the shared encoder is scaled
+    # to the mean of the tasks' norms, so that no task's loss drives the step by its scale alone
+    # (cosine STS's is 5-8x SST's and para's; bench/RESULTS.md, "Making the power set pay").
+    balance: Literal["none", "norm"] = "none"
     epoch_size: Literal["max", "min"] = "max"  # steps per epoch: the largest or the smallest task's batches
     max_train: int | None = None  # training rows per task per epoch (a fresh sample each epoch)
     skip_bad_rows: bool = False  # skip malformed rows (reported with their lines) instead of stopping

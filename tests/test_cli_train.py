@@ -29,7 +29,8 @@ def test_train_prints_dev_scores_per_epoch(tiny_model_dir, toy_data_dir, tmp_pat
     assert result.exit_code == 0, result.output
     assert "epoch 1 dev: sst" in result.output and "epoch 2 dev: sst" in result.output
     assert "sts" in result.output and "overall" in result.output
-    assert "multitask gradients: pcgrad" in result.output  # gradient surgery, on by default
+    # gradient surgery and balanced norms, the best profile's (the default with --data-dir)
+    assert "multitask gradients: pcgrad, norms balanced" in " ".join(result.output.split())  # unwrapped
     assert (tmp_path / "out" / "best.safetensors").exists()
 
 

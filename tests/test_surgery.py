@@ -1,10 +1,13 @@
-"""PCGrad against hand-computed projections, and the combiner's effect on real parameters."""
+"""PCGrad and gradient balancing against hand-computed results, and the combiners' effect on
+real parameters."""
 
 import random
 
+import pytest
 import torch
 
-from powerbert.model.surgery import PCGrad, SumGradients, project_conflicting
+from powerbert.errors import ConfigError
+from powerbert.model.surgery import BalancedSum, PCGrad, SumGradients, conflict_weights, make_combiner, project_conflicting
 
 
 def test_no_conflict_is_plain_sum():
@@ -151,3 +154,54 @@ def test_pcgrad_restricted_to_touched_embedding_rows_matches_full():
     for full, restricted in zip(run(False), run(True)):
         assert full.shape == restricted.shape
         assert torch.allclose(full, restricted, atol=1e-6)
+
+
+def _combined(grads: torch.Tensor, **options) -> tuple[torch.Tensor, int]:
+    weights, conflicts = conflict_weights(grads, random.Random(0), **options)
+    return weights.to(grads.dtype) @ grads, int(conflicts)
+
+
+def test_balancing_scales_each_gradient_to_the_mean_norm():
+    # |g1| = 1, |g2| = 10: both become 5.5 long, so the small task gets as much of the step.
+    combined, conflicts = _combined(torch.tensor([[1.0, 0.0], [0.0, 10.0]]), balance=True, project=False)
+    assert conflicts == 0
+    assert torch.allclose(combined, torch.tensor([5.5, 5.5]))
+
+
+def test_balanced_pcgrad_projects_the_scaled_gradients():
+    # g1 = (1, 0), g2 = (-3, 4): |g2| = 5, mean norm 3, so g1 -> (3, 0), g2 -> (-1.8, 2.4); they
+    # conflict (dot -5.4), and PCGrad on the scaled rows is the hand computation:
+    # g1' = (3, 0) + 5.4 / 9 (-1.8, 2.4) = (1.92, 1.44); g2' = (-1.8, 2.4) + 5.4 / 9 (3, 0) = (0, 2.4)
+    grads = torch.tensor([[1.0, 0.0], [-3.0, 4.0]])
+    combined, conflicts = _combined(grads, balance=True)
+    assert conflicts == 2
+    assert torch.allclose(combined, torch.tensor([1.92, 3.84]), atol=1e-5)
+    assert torch.allclose(combined, _reference_pcgrad(grads * torch.tensor([[3.0], [0.6]]), random.Random(0)).float(), atol=1e-5)
+
+
+def test_balancing_leaves_a_task_without_shared_gradient_alone():
+    # The mean is over the tasks that have a gradient: the other keeps its own size.
+    combined, _ = _combined(torch.tensor([[0.0, 0.0], [3.0, 4.0]]), balance=True)
+    assert torch.allclose(combined, torch.tensor([3.0, 4.0]))
+
+
+def test_balanced_sum_on_parameters_and_heads():
+    # The toy problem's shared gradients (1, 0) and (-1, 1) have norms 1 and sqrt 2; scaled to
+    # their mean m = (1 + sqrt 2) / 2 and summed, unprojected. Heads keep their own gradients.
+    w, h_a, h_b, losses = _toy_problem()
+    combiner = make_combiner("sum", seed=0, balance="norm")
+    assert isinstance(combiner, BalancedSum)
+    combiner.backward(losses, [w], step=0)
+    m = (1 + 2**0.5) / 2
+    expected = m * torch.tensor([1.0, 0.0]) + m / 2**0.5 * torch.tensor([-1.0, 1.0])
+    assert torch.allclose(w.grad, expected, atol=1e-6)
+    assert h_a.grad.item() == 3.0 and h_b.grad.item() == 2.0
+
+
+def test_make_combiner_choices():
+    assert isinstance(make_combiner("sum", 0), SumGradients)
+    balanced = make_combiner("pcgrad", 0, "norm")
+    assert isinstance(balanced, PCGrad) and balanced.balance and balanced.project
+    assert not make_combiner("pcgrad", 0).balance
+    with pytest.raises(ConfigError, match="gradient balance 'loss'"):
+        make_combiner("pcgrad", 0, "loss")

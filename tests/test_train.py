@@ -66,6 +66,25 @@ def test_alternative_heads_train(tiny_model_dir, toy_data_dir, tmp_path, heads):
     assert set(result.best_scores) == {"para", "sts"}
 
 
+@pytest.mark.parametrize("surgery", ["pcgrad", "sum"])
+def test_balanced_gradients_reach_the_trained_weights(tiny_model_dir, toy_data_dir, tmp_path, surgery):
+    # The same run with and without balancing: the setting must reach the step (different
+    # weights), be recorded with the model, and leave a single-task run alone.
+    def run(balance: str, tasks=("sst", "sts")) -> dict[str, torch.Tensor]:
+        folder = tmp_path / f"{balance}-{'+'.join(tasks)}"
+        config = tiny_config(tiny_model_dir, toy_data_dir, tasks=tasks, epochs=1, max_train=32, surgery=surgery, balance=balance)
+        assert train_subset(config, folder).status == "finished"
+        assert ckpt.read_json(folder / "best.json")["config"]["balance"] == balance
+        tensors, _ = ckpt.load_tensors(folder / "best.safetensors")
+        return tensors
+
+    plain, balanced = run("none"), run("norm")
+    assert plain.keys() == balanced.keys() and len(plain) > 10
+    assert any(not torch.allclose(plain[k], balanced[k]) for k in plain)
+    alone_plain, alone_balanced = run("none", ("sst",)), run("norm", ("sst",))
+    assert all(torch.equal(alone_plain[k], alone_balanced[k]) for k in alone_plain)
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     tensors, _ = ckpt.load_tensors(path)
     return {k: v for k, v in tensors.items() if k.startswith("model.")}

@@ -6,10 +6,16 @@ PCGrad (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning"): on the shar
 parameters, each task's gradient g_i is projected, in a random order over the other tasks j,
 onto the normal plane of g_j wherever the two conflict (g_i . g_j < 0):
     g_i <- g_i - (g_i . g_j / |g_j|^2) g_j
-and the projected gradients are summed. Task heads keep their own gradients. The gradients are
-handled as one flat vector per task, and every dot product the projections need comes from one
-T x T Gram matrix, so a step costs one pass over the gradients to build it and one to combine
-them: no Python loop over parameters per pair, and no wait on the device
+and the projected gradients are summed. Task heads keep their own gradients.
+
+Balancing (`balance="norm"`, with either combiner): each task's shared gradient is first scaled
+to the mean of the tasks' gradient norms, g_i <- g_i * mean_j |g_j| / |g_i|, so a task whose
+loss has a larger scale (cosine STS's mean squared error on 0-5) does not drown the others'
+share of the step; the sum of the scaled gradients keeps about the size of the plain sum.
+
+The gradients are handled as one flat vector per task, and every dot product the projections
+need comes from one T x T Gram matrix, so a step costs one pass over the gradients to build it
+and one to combine them: no Python loop over parameters per pair, and no wait on the device
 (bench/pcgrad_overhead.py times it against the plain sum).
 """
 
@@ -48,7 +54,8 @@ class SumGradients(GradientCombiner):
 
 class PCGrad(GradientCombiner):
     """Gradient surgery on the shared parameters; the task order is drawn from (seed, step) so a
-    resumed run makes exactly the same choices as an uninterrupted one.
+    resumed run makes exactly the same choices as an uninterrupted one. With `balance`, the
+    task gradients are scaled to one norm first.
 
     Each task's shared gradients are copied into one row of a [T, P] buffer kept across steps,
     so there is no per-step allocation of it, nor a stack of flattened copies; the combined
@@ -58,8 +65,11 @@ class PCGrad(GradientCombiner):
 
     name = "pcgrad"
 
-    def __init__(self, seed: int = 0):
+    project = True
+
+    def __init__(self, seed: int = 0, *, balance: bool = False):
         self.seed = seed
+        self.balance = balance
         self._conflicts: torch.Tensor | int = 0  # a device tensor: read it only when logging
         self._grads: torch.Tensor | None = None  # [T, P] task gradients
         self._combined: torch.Tensor | None = None  # [P]
@@ -85,7 +95,8 @@ class PCGrad(GradientCombiner):
             # copy moves it into the row.
             losses[name].backward()
             _copy_into(row, layout)
-        weights, conflicts = conflict_weights(grads, random.Random(self.seed * 1_000_003 + step))
+        weights, conflicts = conflict_weights(grads, random.Random(self.seed * 1_000_003 + step),
+                                              project=self.project, balance=self.balance)
         self._conflicts = self._conflicts + conflicts
         torch.mv(grads.T, weights.to(grads.dtype), out=combined)
         _point_grads_at(combined, layout)
@@ -101,19 +112,42 @@ class PCGrad(GradientCombiner):
         return self._grads[:, :size], self._combined[:size]
 
 
-def conflict_weights(grads: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+class BalancedSum(PCGrad):
+    """The sum of the task gradients after balancing their norms: PCGrad's per-task gradients
+    without its projections."""
+
+    name = "sum"
+    project = False
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed, balance=True)
+
+
+def conflict_weights(grads: torch.Tensor, rng: random.Random, *, project: bool = True,
+                     balance: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """PCGrad on a [T, P] matrix of task gradients, as weights w [T] with sum of the projected
-    rows = w @ grads, and the number of projections made (a 0-dim tensor).
+    rows = w @ grads, and the number of projections made (a 0-dim tensor). With `balance`, the
+    rows are scaled to their mean norm first; with `project` off, none is projected.
 
     Every projected gradient stays a combination of the original rows, g_i' = C[i] @ grads, so
     each dot product g_i' . g_j = C[i] @ G[:, j] comes from the T x T Gram matrix G: one pass
     over the gradients for all of them, and the projections are T x T arithmetic. The branch on
-    a conflict is a torch.where, so nothing waits for the device."""
+    a conflict is a torch.where, so nothing waits for the device. Balancing scales the rows by
+    s, which is the Gram matrix scaled by s s^T: T x T arithmetic too."""
     tasks = grads.shape[0]
     gram = (grads @ grads.T).double()
+    scale = torch.ones(tasks, dtype=gram.dtype, device=grads.device)
+    if balance:
+        norms = gram.diagonal().clamp(min=0).sqrt()
+        # The mean over the tasks with a gradient on the shared parameters this step; a task
+        # without one keeps its (zero) row.
+        live = norms > 0
+        target = norms.sum() / live.sum().clamp(min=1)
+        scale = torch.where(live, target / torch.where(live, norms, 1.0), 1.0)
+        gram = gram * torch.outer(scale, scale)
     coeffs = torch.eye(tasks, dtype=gram.dtype, device=grads.device)
     conflicts = torch.zeros((), dtype=torch.long, device=grads.device)
-    for i in range(tasks):
+    for i in range(tasks if project else 0):
         others = [j for j in range(tasks) if j != i]
         rng.shuffle(others)
         for j in others:
@@ -122,7 +156,7 @@ def conflict_weights(grads: torch.Tensor, rng: random.Random) -> tuple[torch.Ten
             conflict = (dot < 0) & (norm_sq > 0)
             coeffs[i, j] -= torch.where(conflict, dot / torch.where(norm_sq > 0, norm_sq, 1.0), 0.0)
             conflicts += conflict
-    return coeffs.sum(dim=0), conflicts
+    return coeffs.sum(dim=0) * scale, conflicts
 
 
 def project_conflicting(grads: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,9 +198,11 @@ def _point_grads_at(vector: torch.Tensor, layout) -> None:
         offset += n
 
 
-def make_combiner(name: str, seed: int) -> GradientCombiner:
+def make_combiner(name: str, seed: int, balance: str = "none") -> GradientCombiner:
+    if balance not in ("none", "norm"):
+        raise ConfigError(f"unknown gradient balance '{balance}': expected none or norm")
     if name == "pcgrad":
-        return PCGrad(seed)
+        return PCGrad(seed, balance=balance == "norm")
     if name == "sum":
-        return SumGradients()
+        return BalancedSum(seed) if balance == "norm" else SumGradients()
     raise ConfigError(f"unknown gradient surgery '{name}': expected pcgrad or sum")

@@ -45,7 +45,8 @@ class Calibration:
     parameter_bytes: int  # the model's weights (fp32), what best.safetensors holds
     # What gradient surgery adds to a step of k tasks over their steps alone (PCGrad: a backward
     # pass per task, then projections between every pair of task gradients), measured at k = 2
-    # and at k = every calibrated task; keys are k as text (JSON). Empty with surgery "sum".
+    # and at k = every calibrated task; keys are k as text (JSON). Empty with surgery "sum" and
+    # no balancing (which needs each task's gradient, as PCGrad does).
     surgery_s: dict = field(default_factory=dict)
     cached: bool = False
 
@@ -103,7 +104,7 @@ def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_mess
     device = str(resolve_device(config.device))
     cache = _load_cache()
     keys = {t: _key(config, device, threads, t) for t in tasks}
-    common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, threads, config.surgery,
+    common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, threads, config.surgery, config.balance,
                                             config.batch_size, sorted(tasks)]).encode()).hexdigest()[:24]
     have = {t: cache[k] for t, k in keys.items() if k in cache}
     common = cache.get(common_key)
@@ -184,10 +185,10 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
             eval_row_s = (time.perf_counter() - start) / max(1, rows)
             timings[task] = TaskTiming(_pass_mean(stream, timed, times), eval_row_s, tokenize_row_s)
         surgery_s = {}
-        if config.surgery != "sum" and len(tasks) > 1:
+        if (config.surgery != "sum" or config.balance != "none") and len(tasks) > 1:
             # The same multitask batches through the surgery and through a plain sum: the
             # difference is what surgery costs on top of the tasks' own steps.
-            surgical = TrainStep(model, optimizer, make_combiner(config.surgery, config.seed), config, device)
+            surgical = TrainStep(model, optimizer, make_combiner(config.surgery, config.seed, config.balance), config, device)
             model.train()
             for k in sorted({2, len(tasks)}):
                 subset = tasks[:k]

@@ -103,7 +103,7 @@ def train_subset(
     steps_per_epoch = max(sizes) if config.epoch_size == "max" else min(sizes)
     total_steps = steps_per_epoch * config.epochs
     scheduler = make_schedule(optimizer, config, total_steps)
-    combiner = make_combiner(config.surgery, config.seed)
+    combiner = make_combiner(config.surgery, config.seed, config.balance)
 
     start_step, best_overall, best_epoch, best_scores = 0, None, None, {}
     last_path, best_path = out_dir / "last.safetensors", out_dir / "best.safetensors"
