@@ -85,7 +85,8 @@ def measure(batch_size: int, attn: str, compile_encoder: bool, warmup: int, step
 
     device = torch.device(device)
     torch.manual_seed(0)
-    config = TrainConfig(tasks=("sst",), precision="bf16", device=str(device), batch_size=batch_size, lr=1e-4)
+    config = TrainConfig(tasks=("sst",), precision="bf16", device=str(device), batch_size=batch_size, lr=1e-4,
+                         attention=attn)
     model = MultitaskBert(bert_base(attn), config.tasks, HeadConfig()).to(device)
     embedding = sum(p.numel() for p in model.encoder.embeddings.parameters())
     pooler = sum(p.numel() for p in model.encoder.pooler.parameters()) if getattr(model.encoder, "pooler", None) else 0

@@ -102,7 +102,7 @@ class PowerBertSide:
     """The product's step path; the keyword switches turn single levers off for --levers."""
 
     def __init__(self, task: str, rows: int, seed: int, threads: int | None = None, precision: str | None = None,
-                 bucketing: bool = True, tuned: bool = True, fused: bool = True, attn: str | None = None,
+                 bucketing: bool = True, tuned: bool = True, fused: bool = True, attention: str | None = None,
                  compile_encoder: bool = False):
         import torch
 
@@ -122,10 +122,10 @@ class PowerBertSide:
         self.config = TrainConfig(tasks=(task,), batch_size=BATCH, seed=seed)
         if precision:
             self.config.precision = precision
+        if attention:
+            self.config.attention = attention
         self.bucketing, self.seed = bucketing, seed
         model = build_model(self.config.model, self.config.tasks, self.config.heads)
-        if attn:
-            model.encoder.set_attn_implementation(attn)
         if compile_encoder:
             model.encoder.compile(dynamic=True)
         optimizer = make_optimizer(model, self.config)
@@ -172,7 +172,7 @@ def lever_specs(levers: bool, compile_: bool) -> dict[str, tuple[str, dict]]:
             "powerbert, no bucketing": ("PowerBertSide", {"bucketing": False}),
             "powerbert, allocator untuned": ("PowerBertSide", {"tuned": False}),
             "powerbert, default AdamW": ("PowerBertSide", {"fused": False}),
-            "powerbert, eager attention": ("PowerBertSide", {"attn": "eager"}),
+            "powerbert, SDPA attention": ("PowerBertSide", {"attention": "sdpa"}),
             "powerbert, 1 thread": ("PowerBertSide", {"threads": 1}),
         })
     if compile_:

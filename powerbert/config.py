@@ -65,6 +65,11 @@ class TrainConfig:
     max_train: int | None = None  # training rows per task per epoch (a fresh sample each epoch)
     skip_bad_rows: bool = False  # skip malformed rows (reported with their lines) instead of stopping
     precision: Literal["bf16", "fp32"] = "bf16"  # autocast dtype for forward passes
+    # The encoder's attention kernel while training. "auto": plain matmuls and softmax ("eager")
+    # on a CPU under bf16, where torch's fused attention (SDPA) spends 4-7x as long in its
+    # backward, a third of a MiniLM step (bench/RESULTS.md, "Attention on the CPU"); SDPA
+    # everywhere else. "sdpa" or "eager" forces one; both compute the same attention.
+    attention: Literal["auto", "sdpa", "eager"] = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     freeze_encoder: bool = False  # train only the heads (the paper's frozen baseline)
     head_lr: float | None = None  # learning rate of the heads, if different from lr

@@ -85,6 +85,41 @@ def test_balanced_gradients_reach_the_trained_weights(tiny_model_dir, toy_data_d
     assert all(torch.equal(alone_plain[k], alone_balanced[k]) for k in alone_plain)
 
 
+@pytest.mark.parametrize(("setting", "precision", "expected"), [
+    ("auto", "bf16", "eager"), ("auto", "fp32", "sdpa"), ("sdpa", "bf16", "sdpa"), ("eager", "fp32", "eager"),
+])
+def test_training_step_runs_the_attention_kernel_the_setting_picks(tiny_model_dir, setting, precision, expected):
+    from powerbert.model.multitask import build_model
+    from powerbert.model.surgery import make_combiner
+    from powerbert.training.step import TrainStep, make_optimizer
+
+    config = TrainConfig(tasks=("sst",), model=str(tiny_model_dir), precision=precision, attention=setting)
+    model = build_model(config.model, config.tasks, config.heads)
+    TrainStep(model, make_optimizer(model, config), make_combiner("sum", 0), config, torch.device("cpu"))
+    assert model.encoder.config._attn_implementation == expected
+
+
+def test_auto_attention_keeps_sdpa_off_the_cpu():
+    from powerbert.model.device import training_attention
+
+    assert training_attention("auto", torch.device("cuda"), "bf16") == "sdpa"
+    assert training_attention("eager", torch.device("cuda"), "bf16") == "eager"
+
+
+def test_eager_and_sdpa_attention_train_the_same_weights(tiny_model_dir, toy_data_dir, tmp_path):
+    # The two kernels compute the same attention: in fp32 a run with either ends on the same
+    # weights, up to float rounding; with different padding masks mishandled they would not.
+    def run(attention: str) -> dict[str, torch.Tensor]:
+        config = tiny_config(tiny_model_dir, toy_data_dir, tasks=("sst", "sts"), epochs=1, max_train=48, attention=attention)
+        assert train_subset(config, tmp_path / attention).status == "finished"
+        return _weights(tmp_path / attention / "last.safetensors")
+
+    sdpa, eager = run("sdpa"), run("eager")
+    assert sdpa.keys() == eager.keys() and len(sdpa) > 10
+    for name in sdpa:
+        assert torch.allclose(sdpa[name], eager[name], atol=1e-4), name
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     tensors, _ = ckpt.load_tensors(path)
     return {k: v for k, v in tensors.items() if k.startswith("model.")}

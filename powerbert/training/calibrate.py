@@ -26,7 +26,7 @@ from powerbert.config import TrainConfig
 
 WARMUP_STEPS = 2  # first steps pay allocation and autotuning: not counted
 TIMED_STEPS = 10
-CACHE_VERSION = 8
+CACHE_VERSION = 9
 
 
 @dataclass
@@ -73,7 +73,7 @@ def _key(config: TrainConfig, device: str, threads: int, task: str) -> str:
 
     path = task_path(task, config.data_dir, "train")
     stat = path.stat()
-    parts = [CACHE_VERSION, config.model or "default", device, config.precision, config.max_length, config.batch_size,
+    parts = [CACHE_VERSION, config.model or "default", device, config.precision, config.attention, config.max_length, config.batch_size,
              threads, config.heads.pair_mode(task), config.heads.sts_head, task, str(path), stat.st_size, int(stat.st_mtime)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
@@ -104,7 +104,7 @@ def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_mess
     device = str(resolve_device(config.device))
     cache = _load_cache()
     keys = {t: _key(config, device, threads, t) for t in tasks}
-    common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, threads, config.surgery, config.balance,
+    common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, config.attention, threads, config.surgery, config.balance,
                                             config.batch_size, sorted(tasks)]).encode()).hexdigest()[:24]
     have = {t: cache[k] for t, k in keys.items() if k in cache}
     common = cache.get(common_key)

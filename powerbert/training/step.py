@@ -10,7 +10,7 @@ import torch
 
 from powerbert.config import TrainConfig
 from powerbert.data.batching import Batch
-from powerbert.model.device import autocast_for
+from powerbert.model.device import autocast_for, training_attention
 from powerbert.model.multitask import MultitaskBert
 
 
@@ -22,6 +22,7 @@ class TrainStep:
     def __init__(self, model: MultitaskBert, optimizer: torch.optim.Optimizer, combiner, config: TrainConfig, device: torch.device):
         self.model, self.optimizer, self.combiner = model, optimizer, combiner
         self.config, self.device = config, device
+        model.encoder.set_attn_implementation(training_attention(config.attention, device, config.precision))
         self.shared = model.shared_parameters()
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         table = model.encoder.get_input_embeddings().weight
