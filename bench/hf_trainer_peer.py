@@ -4,8 +4,8 @@
     python bench/hf_trainer_peer.py                 # sst and sts: 4,000 rows, 2 epochs
     python bench/hf_trainer_peer.py --tasks sts --rows 1000 --epochs 1
 
-Both sides fine-tune the default MiniLM encoder on the same task, the same first `--rows` rows of
-its training file, for the same epochs, with the same learning rate, batch size, max length,
+Both sides fine-tune the default MiniLM encoder on the same task, the same `--rows` rows of its
+training file (drawn at random, seeded: bench/common.py's trimmed_data), for the same epochs, with the same learning rate, batch size, max length,
 warm-up (10%) and linear decay, AdamW with weight decay 0.01, gradient clipping at 1, dropout 0.1,
 mean pooling, scoring the whole dev file after every epoch. SST: a linear head on the pooled
 embedding, cross-entropy, accuracy. STS: each sentence embedded alone, prediction |cos(u, v)| * 5,
