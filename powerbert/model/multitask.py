@@ -14,6 +14,7 @@ Run as `python -m powerbert.model.multitask` to print the default encoder's loca
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from pickle import UnpicklingError  # noqa: I001 - only to name torch.load(weights_only=True)'s refusal
 
@@ -134,6 +135,10 @@ class MultitaskBert(nn.Module):
         self.encoder = encoder
         self.tasks = tuple(tasks)
         self.head_config = heads
+        # The attention kernel the encoder was loaded with: prediction runs it, so the dev
+        # outputs written during training are computed with it too (`inference_attention`),
+        # whatever kernel the training step picks (powerbert.model.device.training_attention).
+        self.loaded_attention = encoder.config._attn_implementation
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(heads.dropout)
         self.heads = nn.ModuleDict()
@@ -147,6 +152,17 @@ class MultitaskBert(nn.Module):
             elif task.kind == "binary" or not (task.is_pair and heads.sts_head == "cosine"):
                 self.heads[name] = nn.Linear(width, 1)
             # a cosine pair regression (sts) has no parameters of its own
+
+    @contextmanager
+    def inference_attention(self):
+        """Run the encoder with the attention kernel it was loaded with (prediction's), then
+        go back to the one it had: dev outputs must be exactly what prediction computes."""
+        current = self.encoder.config._attn_implementation
+        self.encoder.set_attn_implementation(self.loaded_attention)
+        try:
+            yield
+        finally:
+            self.encoder.set_attn_implementation(current)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.encoder.parameters() if p.requires_grad]

@@ -54,6 +54,13 @@ def evaluate(
     after each batch."""
     was_training = model.training
     model.eval()
+    with model.inference_attention():
+        results = _outputs(model, dev, device, precision, batch_size, on_batch)
+    model.train(was_training)
+    return results
+
+
+def _outputs(model, dev, device, precision, batch_size, on_batch) -> dict[str, TaskOutputs]:
     results = {}
     for name, encoded in dev.items():
         outputs: list[np.ndarray | None] = [None] * len(encoded)
@@ -68,7 +75,6 @@ def evaluate(
             if on_batch is not None:
                 on_batch(name, done, len(encoded))
         results[name] = TaskOutputs(name, encoded.ids, encoded.labels, np.stack(outputs))
-    model.train(was_training)
     return results
 
 
