@@ -5,9 +5,10 @@
     python bench/hf_trainer_peer.py --tasks sts --rows 1000 --epochs 1
 
 Both sides fine-tune the default MiniLM encoder on the same task, the same `--rows` rows of its
-training file (drawn at random, seeded: bench/common.py's trimmed_data), for the same epochs, with the same learning rate, batch size, max length,
-warm-up (10%) and linear decay, AdamW with weight decay 0.01, gradient clipping at 1, dropout 0.1,
-mean pooling, scoring the whole dev file after every epoch. SST: a linear head on the pooled
+training file (drawn at random, seeded: bench/common.py's trimmed_data), for the same epochs,
+with the same learning rate, batch size, max length, warm-up (10%) and linear decay, AdamW with
+weight decay 0.01, gradient clipping at 1, dropout 0.1, mean pooling, scoring the whole dev file
+after every epoch. SST: a linear head on the pooled
 embedding, cross-entropy, accuracy. STS: each sentence embedded alone, prediction |cos(u, v)| * 5,
 MSE, Pearson r (the paper's cosine fine-tuning). The Trainer side is set up as a careful user
 would: bf16 mixed precision, length-grouped batches (`train_sampling_strategy="group_by_length"`),

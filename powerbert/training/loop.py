@@ -54,27 +54,24 @@ def evaluate(
     after each batch."""
     was_training = model.training
     model.eval()
-    with model.inference_attention():
-        results = _outputs(model, dev, device, precision, batch_size, on_batch)
-    model.train(was_training)
-    return results
-
-
-def _outputs(model, dev, device, precision, batch_size, on_batch) -> dict[str, TaskOutputs]:
     results = {}
-    for name, encoded in dev.items():
-        outputs: list[np.ndarray | None] = [None] * len(encoded)
-        done = 0
-        for indices in sorted_batches(encoded.lengths(), batch_size):
-            batch = encoded.collate(indices).to(device)
-            with autocast_for(device, precision):
-                out = model.task_outputs(batch).float().cpu().numpy()
-            for row, value in zip(batch.indices, out):
-                outputs[row] = value
-            done += len(batch.indices)
-            if on_batch is not None:
-                on_batch(name, done, len(encoded))
-        results[name] = TaskOutputs(name, encoded.ids, encoded.labels, np.stack(outputs))
+    # Prediction's attention kernel, not the training step's: dev outputs must be what
+    # prediction computes.
+    with model.inference_attention():
+        for name, encoded in dev.items():
+            outputs: list[np.ndarray | None] = [None] * len(encoded)
+            done = 0
+            for indices in sorted_batches(encoded.lengths(), batch_size):
+                batch = encoded.collate(indices).to(device)
+                with autocast_for(device, precision):
+                    out = model.task_outputs(batch).float().cpu().numpy()
+                for row, value in zip(batch.indices, out):
+                    outputs[row] = value
+                done += len(batch.indices)
+                if on_batch is not None:
+                    on_batch(name, done, len(encoded))
+            results[name] = TaskOutputs(name, encoded.ids, encoded.labels, np.stack(outputs))
+    model.train(was_training)
     return results
 
 
