@@ -165,3 +165,12 @@ def test_atomic_write_leaves_no_temporaries_and_stale_ones_are_cleaned(tmp_path)
     stale.write_bytes(b"half")
     assert ckpt.clean_stale_temporaries(tmp_path) == [stale]
     assert not stale.exists()
+
+
+def test_multitask_pcgrad_with_the_l2_term_trains_past_its_first_step(tiny_model_dir, toy_data_dir, tmp_path):
+    # The paper's recipe: PCGrad and the explicit L2 term. Adding the L2 term to gradients that
+    # view PCGrad's kept buffer once pulled the buffer into autograd's graph, and the second
+    # step's combine into it failed.
+    config = tiny_config(tiny_model_dir, toy_data_dir, tasks=("sst", "sts"), epochs=1, max_train=48, l2=1e-3,
+                         surgery="pcgrad")
+    assert train_subset(config, tmp_path / "run").step == 3

@@ -45,14 +45,18 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         rows = {self.table: torch.unique(torch.cat(token_ids))} if self.table is not None and len(batches) > 1 else None
         self.combiner.backward(losses, self.shared, step, rows)
-        if config.l2 > 0:
-            # d/dw of lambda * sum(w^2) is 2 * lambda * w: added to the gradient directly, which
-            # is the explicit L2 term without a pass over every weight to compute its value.
-            with_grad = [p for p in self.trainable if p.grad is not None]
-            torch._foreach_add_([p.grad for p in with_grad], with_grad, alpha=2 * config.l2)
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.trainable, config.grad_clip)
-        self.optimizer.step()
+        # No autograd on what follows: the L2 term reads the weights, and a gradient that is a
+        # view of PCGrad's kept buffer must not pull the buffer into the graph (the next step's
+        # combine into it would then fail: it did for multitask runs with the L2 term).
+        with torch.no_grad():
+            if config.l2 > 0:
+                # d/dw of lambda * sum(w^2) is 2 * lambda * w: added to the gradient directly,
+                # which is the explicit L2 term without a pass over every weight for its value.
+                with_grad = [p for p in self.trainable if p.grad is not None]
+                torch._foreach_add_([p.grad for p in with_grad], with_grad, alpha=2 * config.l2)
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.trainable, config.grad_clip)
+            self.optimizer.step()
         return {n: v.detach() for n, v in losses.items()}
 
 
