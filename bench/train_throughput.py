@@ -103,7 +103,7 @@ class PowerBertSide:
 
     def __init__(self, task: str, rows: int, seed: int, threads: int | None = None, precision: str | None = None,
                  bucketing: bool = True, tuned: bool = True, fused: bool = True, attention: str | None = None,
-                 compile_encoder: bool = False):
+                 embedding_update: str | None = None, compile_encoder: bool = False):
         import torch
 
         from powerbert.config import TrainConfig
@@ -124,13 +124,15 @@ class PowerBertSide:
             self.config.precision = precision
         if attention:
             self.config.attention = attention
+        if embedding_update:
+            self.config.embedding_update = embedding_update
         self.bucketing, self.seed = bucketing, seed
         model = build_model(self.config.model, self.config.tasks, self.config.heads)
         if compile_encoder:
             model.encoder.compile(dynamic=True)
         optimizer = make_optimizer(model, self.config)
         if not fused:  # the same groups and settings, torch's default implementation
-            optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "fused"} for g in optimizer.param_groups])
+            optimizer = type(optimizer)([{k: v for k, v in g.items() if k != "fused"} for g in optimizer.param_groups])
         self.step_fn = TrainStep(model, optimizer, make_combiner(self.config.surgery, seed), self.config, torch.device("cpu"))
         model.train()
         self.passes, self.global_step = 0, 0
@@ -173,6 +175,7 @@ def lever_specs(levers: bool, compile_: bool) -> dict[str, tuple[str, dict]]:
             "powerbert, allocator untuned": ("PowerBertSide", {"tuned": False}),
             "powerbert, default AdamW": ("PowerBertSide", {"fused": False}),
             "powerbert, SDPA attention": ("PowerBertSide", {"attention": "sdpa"}),
+            "powerbert, dense embedding table": ("PowerBertSide", {"embedding_update": "dense"}),
             "powerbert, 1 thread": ("PowerBertSide", {"threads": 1}),
         })
     if compile_:

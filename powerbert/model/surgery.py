@@ -86,6 +86,7 @@ class PCGrad(GradientCombiner):
             return
         layout = [(p, (rows or {}).get(p)) for p in shared]
         grads, combined = self._buffers(len(names), layout)
+        sparse = set()
         for row, name in zip(grads, names):
             for p in shared:
                 p.grad = None
@@ -94,12 +95,12 @@ class PCGrad(GradientCombiner):
             # With .grad unset, autograd stores its result as is (no zero fill, no add): one
             # copy moves it into the row.
             losses[name].backward()
-            _copy_into(row, layout)
+            sparse |= _copy_into(row, layout)
         weights, conflicts = conflict_weights(grads, random.Random(self.seed * 1_000_003 + step),
                                               project=self.project, balance=self.balance)
         self._conflicts = self._conflicts + conflicts
         torch.mv(grads.T, weights.to(grads.dtype), out=combined)
-        _point_grads_at(combined, layout)
+        _point_grads_at(combined, layout, sparse)
 
     def _buffers(self, tasks: int, layout) -> tuple[torch.Tensor, torch.Tensor]:
         """[T, P] and [P] views of buffers kept at their largest size (P varies with `rows`)."""
@@ -170,22 +171,30 @@ def _flat_size(p: nn.Parameter, rows: torch.Tensor | None) -> int:
     return p.numel() if rows is None else rows.numel() * (p.numel() // p.shape[0])
 
 
-def _copy_into(row: torch.Tensor, layout) -> None:
-    """The parameters' gradients, flattened into `row` (zeros where a parameter has none)."""
-    offset = 0
+def _copy_into(row: torch.Tensor, layout) -> set[nn.Parameter]:
+    """The parameters' gradients, flattened into `row` (zeros where a parameter has none);
+    returns the parameters whose gradient was sparse (an embedding's, of the rows in `rows`)."""
+    offset, sparse = 0, set()
     for p, rows in layout:
         n = _flat_size(p, rows)
         part = row[offset : offset + n]
         if p.grad is None:
             part.zero_()
+        elif p.grad.is_sparse:
+            # Its rows are among `rows` (both sorted): each goes to its place in the row.
+            grad = p.grad.coalesce()
+            places = torch.searchsorted(rows, grad.indices()[0])
+            part.zero_().view(rows.numel(), *p.shape[1:]).index_copy_(0, places, grad.values())
+            sparse.add(p)
         elif rows is None:
             part.copy_(p.grad.reshape(-1))
         else:
             torch.index_select(p.grad, 0, rows, out=part.view(rows.numel(), *p.shape[1:]))
         offset += n
+    return sparse
 
 
-def _point_grads_at(vector: torch.Tensor, layout) -> None:
+def _point_grads_at(vector: torch.Tensor, layout, sparse: set[nn.Parameter]) -> None:
     offset = 0
     for p, rows in layout:
         n = _flat_size(p, rows)
@@ -193,6 +202,10 @@ def _point_grads_at(vector: torch.Tensor, layout) -> None:
         if rows is None:
             # Views into one buffer: no copy, and the optimizer reads them like any gradient.
             p.grad = part.view_as(p)
+        elif p in sparse:
+            # `rows` come sorted and unique (torch.unique): already a coalesced sparse tensor.
+            p.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), part.view(rows.numel(), *p.shape[1:]), p.shape,
+                                             is_coalesced=True, check_invariants=False)
         else:
             p.grad = torch.zeros_like(p).index_copy_(0, rows, part.view(rows.numel(), *p.shape[1:]))
         offset += n

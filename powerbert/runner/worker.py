@@ -139,9 +139,10 @@ def run_config(store: Store, run):
     from powerbert.runner.baselines import config_for_kind
 
     experiment = store.get_experiment(run.experiment_id)
-    # Experiments stored before seed_per_run existed gave every run the same seed: a run of one
-    # resumes with the seed it started with.
-    stored = {"seed_per_run": False, **experiment.config["train"]}
+    # Experiments stored before seed_per_run existed gave every run the same seed, and before
+    # embedding_update existed trained the word-embedding table dense: a run of one resumes
+    # with the seed it started with and the optimizer state it saved.
+    stored = {"seed_per_run": False, "embedding_update": "dense", **experiment.config["train"]}
     config = TrainConfig.from_dict({**stored, "tasks": list(run.tasks)})
     return config_for_kind(run_seed(config, tuple(experiment.tasks)), run.kind)
 

@@ -26,7 +26,7 @@ from powerbert.config import TrainConfig
 
 WARMUP_STEPS = 2  # first steps pay allocation and autotuning: not counted
 TIMED_STEPS = 10
-CACHE_VERSION = 9
+CACHE_VERSION = 10
 
 
 @dataclass
@@ -68,12 +68,12 @@ def cache_path() -> Path:
     return root / "calibration.json"
 
 
-def _key(config: TrainConfig, device: str, attention: str, threads: int, task: str) -> str:
+def _key(config: TrainConfig, device: str, kernels: list, threads: int, task: str) -> str:
     from powerbert.data.files import task_path
 
     path = task_path(task, config.data_dir, "train")
     stat = path.stat()
-    parts = [CACHE_VERSION, config.model or "default", device, config.precision, attention, config.max_length, config.batch_size,
+    parts = [CACHE_VERSION, config.model or "default", device, config.precision, kernels, config.max_length, config.batch_size,
              threads, config.heads.pair_mode(task), config.heads.sts_head, task, str(path), stat.st_size, int(stat.st_mtime)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
@@ -99,16 +99,17 @@ def _save_cache(cache: dict) -> None:
 def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_message=lambda text: None) -> Calibration:
     """The timings for `tasks` under `config` on its device with `threads` torch threads, from
     the cache where it has them, measured otherwise."""
-    from powerbert.model.device import resolve_device, training_attention
+    from powerbert.model.device import resolve_device, row_embedding_update, training_attention
 
     torch_device = resolve_device(config.device)
     device = str(torch_device)
-    # The kernel the steps will run, not the setting's spelling ("auto" and "eager" on a CPU
-    # under bf16 time the same steps).
-    attention = training_attention(config.attention, torch_device, config.precision)
+    # What the steps will run, not the settings' spelling ("auto" and "eager" on a CPU under
+    # bf16 time the same steps).
+    kernels = [training_attention(config.attention, torch_device, config.precision),
+               row_embedding_update(config.embedding_update, torch_device)]
     cache = _load_cache()
-    keys = {t: _key(config, device, attention, threads, t) for t in tasks}
-    common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, attention, threads, config.surgery, config.balance,
+    keys = {t: _key(config, device, kernels, threads, t) for t in tasks}
+    common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, kernels, threads, config.surgery, config.balance,
                                             config.batch_size, sorted(tasks)]).encode()).hexdigest()[:24]
     have = {t: cache[k] for t, k in keys.items() if k in cache}
     common = cache.get(common_key)

@@ -2,6 +2,8 @@
 
 `TrainStep` runs the forward passes of one batch per task under autocast, lets the gradient
 combiner (sum or PCGrad) set the gradients, adds the explicit L2 term, clips and steps.
+`make_optimizer` builds fused AdamW, with the word-embedding table in a group of its own that
+is updated row by row from a sparse gradient where `embedding_update` says so (RowAdamW).
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import torch
 
 from powerbert.config import TrainConfig
 from powerbert.data.batching import Batch
-from powerbert.model.device import autocast_for, training_attention
+from powerbert.model.device import autocast_for, row_embedding_update, training_attention
 from powerbert.model.multitask import MultitaskBert
+from powerbert.training.row_adamw import RowAdamW
 
 
 class TrainStep:
@@ -25,11 +28,18 @@ class TrainStep:
         model.encoder.set_attn_implementation(training_attention(config.attention, device, config.precision))
         self.shared = model.shared_parameters()
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        table = model.encoder.get_input_embeddings().weight
+        embeddings = model.encoder.get_input_embeddings()
+        table = embeddings.weight
+        # make_optimizer put the table in a row-by-row group (powerbert.training.row_adamw):
+        # its embedding then gives a sparse gradient, of the rows the batches touch.
+        self.row_table = table if any(p is table for p in getattr(optimizer, "row_params", ())) else None
+        embeddings.sparse = self.row_table is not None
         # On a CPU, telling the combiner which word-embedding rows the batches touch lets
         # PCGrad skip the rest (half of MiniLM's shared parameters, zero for every task). On a
-        # GPU the full rows cost little and finding the rows would wait for the device.
-        self.table = table if device.type == "cpu" and any(table is p for p in self.shared) else None
+        # GPU the full rows cost little and finding the rows would wait for the device, unless
+        # the table trains by rows anyway.
+        by_rows = device.type == "cpu" or self.row_table is not None
+        self.table = table if by_rows and any(table is p for p in self.shared) else None
 
     def __call__(self, batches: dict[str, Batch], step: int) -> dict[str, torch.Tensor]:
         """Train on `batches` (task -> batch); returns each task's loss, detached."""
@@ -49,13 +59,24 @@ class TrainStep:
         # view of PCGrad's kept buffer must not pull the buffer into the graph (the next step's
         # combine into it would then fail: it did for multitask runs with the L2 term).
         with torch.no_grad():
+            with_grad = [p for p in self.trainable if p.grad is not None]
+            dense = [p for p in with_grad if p is not self.row_table]
+            # The sparse table's gradient with one value row per touched row (an embedding's
+            # has one per token): the L2 term and the norm need each row once.
+            table_grad = None
+            if self.row_table is not None and self.row_table.grad is not None:
+                table_grad = self.row_table.grad = self.row_table.grad.coalesce()
             if config.l2 > 0:
                 # d/dw of lambda * sum(w^2) is 2 * lambda * w: added to the gradient directly,
                 # which is the explicit L2 term without a pass over every weight for its value.
-                with_grad = [p for p in self.trainable if p.grad is not None]
-                torch._foreach_add_([p.grad for p in with_grad], with_grad, alpha=2 * config.l2)
+                torch._foreach_add_([p.grad for p in dense], dense, alpha=2 * config.l2)
+                if table_grad is not None:
+                    touched = self.row_table.index_select(0, table_grad.indices()[0])
+                    table_grad.values().add_(touched, alpha=2 * config.l2)
             if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.trainable, config.grad_clip)
+                grads = [p.grad for p in dense] + ([table_grad.values()] if table_grad is not None else [])
+                norm = torch.nn.utils.get_total_norm(grads)
+                torch.nn.utils.clip_grads_with_norm_(with_grad, config.grad_clip, norm)
             self.optimizer.step()
         return {n: v.detach() for n, v in losses.items()}
 
@@ -65,14 +86,19 @@ def make_optimizer(model: MultitaskBert, config: TrainConfig) -> torch.optim.Opt
         for p in model.encoder.parameters():
             p.requires_grad_(False)
     head_params = [p for p in model.heads.parameters() if p.requires_grad]
-    groups = [{"params": model.shared_parameters(), "lr": config.lr}]
+    shared = model.shared_parameters()
+    table = model.encoder.get_input_embeddings().weight
+    by_rows = table.requires_grad and row_embedding_update(config.embedding_update, table.device)
+    groups = [{"params": [p for p in shared if not (by_rows and p is table)], "lr": config.lr}]
+    if by_rows:
+        groups.append({"params": [table], "lr": config.lr, "rows": True})
     groups.append({"params": head_params, "lr": config.head_lr or config.lr})
     groups = [g for g in groups if g["params"]]
     # Fused AdamW updates each tensor in one pass with no temporaries: on a 2-core CPU it is
     # ~10x faster than the default (0.07 s against 0.8 s a step for MiniLM), and the fastest on
     # a GPU too (bench/train_throughput.py, bench/gpu_mfu.py).
     fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+    return RowAdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
 
 
 def make_schedule(optimizer, config: TrainConfig, total_steps: int):
