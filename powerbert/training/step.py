@@ -38,8 +38,8 @@ class TrainStep:
         # PCGrad skip the rest (half of MiniLM's shared parameters, zero for every task). On a
         # GPU the full rows cost little and finding the rows would wait for the device, unless
         # the table trains by rows anyway.
-        by_rows = device.type == "cpu" or self.row_table is not None
-        self.table = table if by_rows and any(table is p for p in self.shared) else None
+        find_rows = device.type == "cpu" or self.row_table is not None
+        self.table = table if find_rows and any(table is p for p in self.shared) else None
 
     def __call__(self, batches: dict[str, Batch], step: int) -> dict[str, torch.Tensor]:
         """Train on `batches` (task -> batch); returns each task's loss, detached."""
