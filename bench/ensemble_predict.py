@@ -111,7 +111,7 @@ class NaiveReference:
             else:
                 first, types = encode_texts(tok, firsts, max_length)
                 second = encode_texts(tok, seconds, max_length)[0] if spec.is_pair else None
-            encoded = EncodedTask(self.task, [ex.id for ex in examples], None, first, types, second, tok.pad_token_id)
+            encoded = EncodedTask(self.task, [ex.id for ex in examples], None, first, types, second, tok.pad_token_id, max_length)
             parts = []
             with torch.inference_mode():
                 for start in range(0, len(encoded), BATCH):
@@ -172,11 +172,11 @@ def part_playground(loaded, repeats: int) -> float:
             mode = member.model.head_config.pair_mode(task)
             if mode == "cross":
                 first, types = encode_texts(tok, [PAIR[0]], member.config.max_length, [PAIR[1]])
-                enc = EncodedTask(task, ["x"], None, first, types, None, tok.pad_token_id)
+                enc = EncodedTask(task, ["x"], None, first, types, None, tok.pad_token_id, member.config.max_length)
             else:
                 first = encode_texts(tok, [PAIR[0]], member.config.max_length)[0]
                 second = encode_texts(tok, [PAIR[1]], member.config.max_length)[0]
-                enc = EncodedTask(task, ["x"], None, first, None, second, tok.pad_token_id)
+                enc = EncodedTask(task, ["x"], None, first, None, second, tok.pad_token_id, member.config.max_length)
             bare.append((member.model, enc.collate([0])))
 
     def product() -> None:

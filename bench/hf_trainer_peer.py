@@ -186,7 +186,7 @@ def run_side(side: str, task: str, data_dir: Path, settings: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="sst,sts", help="comma-separated: sst, sts")
-    parser.add_argument("--rows", type=int, default=4000, help="training rows (the file's first ones)")
+    parser.add_argument("--rows", type=int, default=4000, help="training rows, drawn at random from the file (seeded)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=16)

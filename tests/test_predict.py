@@ -192,7 +192,7 @@ def test_shared_embeddings_match_the_model_heads(tiny_model_dir):
     ids_a, _ = encode_texts(tokenizer, [a for a, _ in pairs], config.max_length)
     ids_b, _ = encode_texts(tokenizer, [b for _, b in pairs], config.max_length)
     for task, result in (("para", para), ("sts", sts)):
-        encoded = EncodedTask(task, ["x"] * 3, None, ids_a, None, ids_b, tokenizer.pad_token_id)
+        encoded = EncodedTask(task, ["x"] * 3, None, ids_a, None, ids_b, tokenizer.pad_token_id, config.max_length)
         with torch.no_grad():
             reference = model.task_outputs(encoded.collate([0, 1, 2])).numpy()
         np.testing.assert_allclose(result.members["para+sts"], reference, atol=1e-5)

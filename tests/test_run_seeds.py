@@ -29,7 +29,7 @@ def test_the_runs_of_an_experiment_get_their_seeds_and_see_different_batches(tin
         configs = {run.subset: worker.run_config(store, run) for run in store.runs(exp.id)}
     assert {s: c.seed for s, c in configs.items()} == {"sst": 3, "para": 4, "sst+para": 5}
     # The pair run reads its sst rows in another order than the sst run does.
-    rows = EncodedTask("sst", [str(i) for i in range(64)], None, [[1] * (2 + i % 7) for i in range(64)], None, None, 0)
+    rows = EncodedTask("sst", [str(i) for i in range(64)], None, [[1] * (2 + i % 7) for i in range(64)], None, None, 0, 128)
     orders = [TaskStream(rows, 16, configs[s].seed, None).batch_rows(0).tolist() for s in ("sst", "sst+para")]
     assert orders[0] != orders[1]
 

@@ -1,7 +1,7 @@
 """Tokenise a task's rows once, then serve length-bucketed, dynamically padded batches.
 
 Tokenising up front (instead of per batch) and grouping rows of similar length (so a batch is
-padded only to its own longest row) are the two cheapest speed-ups on a CPU; see
+padded only to about its own longest row) are the two cheapest speed-ups on a CPU; see
 bench/train_throughput.py for what they are worth.
 
 Pairs are encoded one of two ways, chosen by the head that reads them:
@@ -12,10 +12,13 @@ Pairs are encoded one of two ways, chosen by the head that reads them:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from powerbert.config import PairMode
 from powerbert.data.files import TaskData
@@ -23,6 +26,12 @@ from powerbert.data.files import TaskData
 # Rows are sorted by length inside windows of this many batches: wide enough that batches are
 # nearly uniform in length, narrow enough that the order stays random across the epoch.
 BUCKET_WINDOW_BATCHES = 50
+
+# A batch's width is rounded up to a multiple of this many tokens (the columns added are masked).
+# Fewer distinct shapes: on a CPU a step at a width not seen before is slower (oneDNN builds its
+# bf16 kernels per shape), and a GPU's tensor cores want multiples of 8. Measured in
+# bench/RESULTS.md ("Padding batches to a multiple of 8").
+PAD_MULTIPLE = 8
 
 
 @dataclass
@@ -64,6 +73,7 @@ class EncodedTask:
     first_types: list[list[int]] | None  # token type ids when cross-encoded pairs
     second: list[list[int]] | None  # token ids of the second sentence in bi mode
     pad_id: int
+    max_length: int  # the longest an input may be: batches are never padded past it
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -77,23 +87,25 @@ class EncodedTask:
 
     def collate(self, indices: list[int] | np.ndarray) -> Batch:
         indices = [int(i) for i in indices]
-        a = _pad([self.first[i] for i in indices], self.pad_id)
+        a = _pad([self.first[i] for i in indices], self.pad_id, self.max_length)
         if self.first_types is not None:
-            a["token_type_ids"] = _pad([self.first_types[i] for i in indices], 0)["input_ids"]
-        b = _pad([self.second[i] for i in indices], self.pad_id) if self.second else None
+            a["token_type_ids"] = _pad([self.first_types[i] for i in indices], 0, self.max_length)["input_ids"]
+        b = _pad([self.second[i] for i in indices], self.pad_id, self.max_length) if self.second else None
         labels = None
         if self.labels is not None:
             labels = torch.from_numpy(self.labels[indices].astype(np.float32))
         return Batch(self.task, a, b, labels, indices)
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
+def _pad(rows: list[list[int]], pad_id: int, max_length: int) -> dict[str, torch.Tensor]:
+    """Token ids padded to the batch's width (its longest row rounded up to PAD_MULTIPLE, at
+    most max_length) and the attention mask that marks the real tokens."""
+    lengths = torch.tensor([len(r) for r in rows])
+    longest = int(lengths.max())
+    width = max(longest, min(math.ceil(longest / PAD_MULTIPLE) * PAD_MULTIPLE, max_length))
+    ids = pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=pad_id)
+    ids = F.pad(ids, (0, width - longest), value=pad_id)
+    mask = (torch.arange(width) < lengths[:, None]).long()
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -130,7 +142,7 @@ def encode_task(data: TaskData, tokenizer, *, pair_mode: PairMode, max_length: i
             second, _ = encode_texts(tokenizer, seconds, max_length)
     else:
         first, _ = encode_texts(tokenizer, firsts, max_length)
-    return EncodedTask(task.name, ids, labels, first, first_types, second, tokenizer.pad_token_id)
+    return EncodedTask(task.name, ids, labels, first, first_types, second, tokenizer.pad_token_id, max_length)
 
 
 def bucketed_batches(

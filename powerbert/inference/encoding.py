@@ -85,7 +85,7 @@ def embed_keys(loaded: LoadedExperiment, member: LoadedModel, keys: list[tuple],
             task="", ids=[""] * len(todo), labels=None,
             first=[list(k[0]) for k in todo],
             first_types=[list(k[1]) if len(k) == 2 else [0] * len(k[0]) for k in todo],
-            second=None, pad_id=loaded.tokenizer.pad_token_id,
+            second=None, pad_id=loaded.tokenizer.pad_token_id, max_length=member.config.max_length,
         )
         for indices in sorted_batches(encoded.lengths(), BATCH_SIZE):
             batch = encoded.collate(indices).to(loaded.device)

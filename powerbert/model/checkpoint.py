@@ -84,9 +84,9 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and the PowerBERT metadata of a checkpoint; CheckpointError if unusable."""
     from safetensors.torch import load_file
 
-    """Tensors and the PowerBERT metadata of a checkpoint; CheckpointError if unusable."""
     path = Path(path)
     meta = read_metadata(path)
     try:

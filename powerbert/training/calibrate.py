@@ -26,7 +26,7 @@ from powerbert.config import TrainConfig
 
 WARMUP_STEPS = 2  # first steps pay allocation and autotuning: not counted
 TIMED_STEPS = 10
-CACHE_VERSION = 10
+CACHE_VERSION = 11
 
 
 @dataclass

@@ -43,6 +43,7 @@ from powerbert.training.callbacks import (
 )
 from powerbert.training.step import TrainStep, make_optimizer, make_schedule
 from powerbert.training.streams import TaskStream, load_training_data
+from powerbert.training.writer import CheckpointWriter
 
 
 @torch.no_grad()
@@ -119,50 +120,59 @@ def train_subset(
         {n: s.rows_per_pass for n, s in streams.items()}, {n: len(e) for n, e in dev.items()},
     ))
 
+    writer = CheckpointWriter()
+
     def save_last(step: int) -> None:
         callbacks.before_checkpoint("last", step)
-        _save_last(last_path, model, optimizer, scheduler, step, best_overall, best_epoch, best_scores, config)
-        callbacks.on_checkpoint("last", last_path, step)
+        tensors, meta = _last_state(model, optimizer, scheduler, step, best_overall, best_epoch, best_scores, config)
+        writer.submit(last_path, tensors, meta, lambda: callbacks.on_checkpoint("last", last_path, step))
 
     train_step = TrainStep(model, optimizer, combiner, config, device)
     model.train()
     last_save = time.monotonic()
     step = start_step
-    while step < total_steps:
-        if should_stop and should_stop():
-            save_last(step)
-            return TrainResult("stopped", step, best_epoch, best_scores, best_overall, best_path if best_epoch else None)
-        losses = train_step({name: stream.batch(step) for name, stream in streams.items()}, step)
-        scheduler.step()
-        step += 1
-        loss_values = {n: float(v) for n, v in losses.items()}
-        callbacks.on_step(step, step / steps_per_epoch, loss_values, scheduler.get_last_lr()[0])
+    try:
+        while step < total_steps:
+            writer.poll()  # report a resume checkpoint the writer has finished
+            if should_stop and should_stop():
+                save_last(step)
+                writer.wait()
+                return TrainResult("stopped", step, best_epoch, best_scores, best_overall, best_path if best_epoch else None)
+            losses = train_step({name: stream.batch(step) for name, stream in streams.items()}, step)
+            scheduler.step()
+            step += 1
+            loss_values = {n: float(v) for n, v in losses.items()}
+            callbacks.on_step(step, step / steps_per_epoch, loss_values, scheduler.get_last_lr()[0])
 
-        if step % steps_per_epoch == 0:
-            epoch = step // steps_per_epoch
-            outputs = evaluate(model, dev, device, config.precision, on_batch=callbacks.on_eval_batch)
-            scores = {n: o.score() for n, o in outputs.items()}
-            overall = overall_score(scores)
-            if overall is None:
-                # Every score NaN (an sts-only run whose outputs went NaN has no Pearson r): the
-                # weights diverged, and training on from them cannot recover. End the run here
-                # rather than keep a NaN epoch as the best one or resume from it.
-                raise TrainingDiverged(f"dev scores are NaN at epoch {epoch}: the run diverged; try a lower lr")
-            is_best = best_overall is None or overall > best_overall
-            if is_best:
-                best_overall, best_epoch, best_scores = overall, epoch, scores
-                callbacks.before_checkpoint("best", step)
-                save_best(best_path, model, config)
-                callbacks.on_checkpoint("best", best_path, step)
-            callbacks.on_eval(EvalResult(epoch, step, scores, overall, outputs, is_best))
-            save_last(step)
-            last_save = time.monotonic()
-        elif time.monotonic() - last_save > config.checkpoint_every_s or (step == start_step + 1 and not last_path.exists()):
-            # Also right after the first step of a fresh run: a kill before the first interval
-            # would otherwise lose every step trained so far. After that, at most
-            # checkpoint_every_s of training is ever lost.
-            save_last(step)
-            last_save = time.monotonic()
+            if step % steps_per_epoch == 0:
+                epoch = step // steps_per_epoch
+                outputs = evaluate(model, dev, device, config.precision, on_batch=callbacks.on_eval_batch)
+                scores = {n: o.score() for n, o in outputs.items()}
+                overall = overall_score(scores)
+                if overall is None:
+                    # Every score NaN (an sts-only run whose outputs went NaN has no Pearson r): the
+                    # weights diverged, and training on from them cannot recover. End the run here
+                    # rather than keep a NaN epoch as the best one or resume from it.
+                    raise TrainingDiverged(f"dev scores are NaN at epoch {epoch}: the run diverged; try a lower lr")
+                is_best = best_overall is None or overall > best_overall
+                if is_best:
+                    best_overall, best_epoch, best_scores = overall, epoch, scores
+                    writer.wait()  # files reach the disk in the order they were taken, a failed one stops the run first
+                    callbacks.before_checkpoint("best", step)
+                    save_best(best_path, model, config)
+                    callbacks.on_checkpoint("best", best_path, step)
+                callbacks.on_eval(EvalResult(epoch, step, scores, overall, outputs, is_best))
+                save_last(step)
+                last_save = time.monotonic()
+            elif time.monotonic() - last_save > config.checkpoint_every_s or (step == start_step + 1 and not last_path.exists()):
+                # Also right after the first step of a fresh run: a kill before the first interval
+                # would otherwise lose every step trained so far. After that, at most
+                # checkpoint_every_s of training is ever lost.
+                save_last(step)
+                last_save = time.monotonic()
+        writer.wait()
+    finally:
+        writer.close()
 
     return TrainResult("finished", step, best_epoch, best_scores, best_overall, best_path if best_epoch else None)
 
@@ -172,7 +182,9 @@ def save_best(path: Path, model: MultitaskBert, config: TrainConfig) -> None:
     ckpt.atomic_write_json(path.with_suffix(".json"), {"config": config.to_dict(), "format": 1})
 
 
-def _save_last(path, model, optimizer, scheduler, step, best_overall, best_epoch, best_scores, config) -> None:
+def _last_state(model, optimizer, scheduler, step, best_overall, best_epoch, best_scores, config) -> tuple[dict, dict]:
+    """What a resume checkpoint holds: tensors (the model, the optimizer's state, the RNG) and
+    its metadata (the step, the schedule, the best epoch so far, the configuration)."""
     optim_tensors, optim_meta = ckpt.optimizer_to_tensors(optimizer.state_dict())
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(optim_tensors)
@@ -184,7 +196,7 @@ def _save_last(path, model, optimizer, scheduler, step, best_overall, best_epoch
         "best_overall": best_overall, "best_epoch": best_epoch, "best_scores": best_scores,
         "config": config.to_dict(),
     }
-    ckpt.atomic_save_tensors(path, tensors, meta)
+    return tensors, meta
 
 
 def _restore(path: Path, model, optimizer, scheduler):
