@@ -51,8 +51,9 @@ class CheckpointWriter:
             self._finish()
 
     def close(self) -> None:
-        """Let a write in flight finish (its file stays whole) without reporting it: for a loop
-        that is ending on an error of its own."""
+        """Stop the writer. After `wait` nothing is pending; a loop ending on an error of its own
+        comes here with a write perhaps in flight, which finishes (its file stays whole) but is
+        not reported."""
         self._pending = None
         self._pool.shutdown(wait=True)
 
