@@ -8,9 +8,10 @@ PCGrad projects a task's gradient only where it points against another's (a nega
 product over all the shared encoder's parameters, as in Yu et al.); in a step without such a
 conflict it is exactly the sum of the task gradients. So the share of steps with a conflict, and
 how far the projections move the combined gradient when they happen, bound how far `--set
-surgery=sum` can move a run. Each subset trains as `powerbert run --profile best` trains it (its
-rows drawn at random per pass, lr 1e-4 with 10% warm-up then linear decay over the whole run's
-steps, batch 16, max length 96, its experiment seed), one process, the product's TrainStep. Printed per subset and per window of steps: how many steps
+surgery=sum` can move a run. Each subset trains as `powerbert run --profile best --surgery
+pcgrad` trains it (its rows drawn at random per pass, lr 1e-4 with 10% warm-up then linear decay
+over the whole run's steps, batch 16, max length 96, its experiment seed), one process, the
+product's TrainStep. Printed per subset and per window of steps: how many steps
 had at least one conflict; then the projections made, the median cosine of two tasks' gradients
 where they conflicted, and the median and largest change PCGrad made to the combined gradient
 (|PCGrad - sum| / |sum|, over the steps with a conflict; with `balance=norm`, both sides
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     surgery.conflict_weights = recording
     for subset in subsets:
-        config = run_seed(resolve_config("best", {"data_dir": args.data_dir, "tasks": subset, "balance": args.balance}), ("sst", "para", "sts"))
+        config = run_seed(resolve_config("best", {"data_dir": args.data_dir, "tasks": subset, "surgery": "pcgrad", "balance": args.balance}), ("sst", "para", "sts"))
         torch.manual_seed(config.seed)
         streams = {t: TaskStream(encoded[t], config.batch_size, config.seed, config.max_train, config.bucket_window) for t in subset}
         model = build_model(config.model, config.tasks, config.heads).train()

@@ -56,10 +56,15 @@ class TrainConfig:
     # a task's ensemble then differ in data order, head initialisation and dropout, not only in
     # their other tasks, and their errors differ more (bench/RESULTS.md, "Making the power set pay").
     seed_per_run: bool = True
-    surgery: Literal["pcgrad", "sum"] = "pcgrad"  # how multitask gradients are combined
+    # How a multitask step trains on its tasks' batches: their gradients combined by PCGrad or a
+    # plain sum into one optimizer step, or "alternate": each task's batch an optimizer step of
+    # its own, in an order drawn per step (MT-DNN's multitask step; bench/RESULTS.md, "Making
+    # the power set pay").
+    surgery: Literal["pcgrad", "sum", "alternate"] = "pcgrad"
     # "norm": before they are combined, each task's gradient over the shared encoder is scaled
     # to the mean of the tasks' norms, so that no task's loss drives the step by its scale alone
     # (cosine STS's is 5-8x SST's and para's; bench/RESULTS.md, "Making the power set pay").
+    # With surgery "alternate" no gradients are combined, and it has no effect.
     balance: Literal["none", "norm"] = "none"
     epoch_size: Literal["max", "min"] = "max"  # steps per epoch: the largest or the smallest task's batches
     max_train: int | None = None  # training rows per task per epoch (a fresh sample each epoch)

@@ -29,9 +29,20 @@ def test_train_prints_dev_scores_per_epoch(tiny_model_dir, toy_data_dir, tmp_pat
     assert result.exit_code == 0, result.output
     assert "epoch 1 dev: sst" in result.output and "epoch 2 dev: sst" in result.output
     assert "sts" in result.output and "overall" in result.output
-    # gradient surgery and balanced norms, the best profile's (the default with --data-dir)
-    assert "multitask gradients: pcgrad, norms balanced" in " ".join(result.output.split())  # unwrapped
+    # one optimizer step per task's batch, the best profile's (the default with --data-dir);
+    # its balancing has nothing to balance: no gradients are combined
+    text = " ".join(result.output.split())  # unwrapped
+    assert "multitask gradients: alternate" in text and "norms balanced" not in text
     assert (tmp_path / "out" / "best.safetensors").exists()
+
+
+def test_train_with_pcgrad_keeps_the_best_profiles_balancing(tiny_model_dir, toy_data_dir, tmp_path):
+    result = _train(
+        "--tasks", "sst,sts", "--data-dir", str(toy_data_dir), "--model", str(tiny_model_dir), "--surgery", "pcgrad",
+        "--epochs", "1", "--max-train", "32", "--precision", "fp32", "--out", str(tmp_path / "out"),
+    )
+    assert result.exit_code == 0, result.output
+    assert "multitask gradients: pcgrad, norms balanced" in " ".join(result.output.split())
 
 
 def test_malformed_file_exits_nonzero_with_file_and_line(tiny_model_dir, toy_data_dir, tmp_path):

@@ -125,8 +125,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if k.startswith("model.")}
 
 
-def test_stop_then_resume_matches_uninterrupted_run(tiny_model_dir, toy_data_dir, tmp_path):
-    kw = dict(tasks=("sst", "sts"), epochs=2, max_train=48)
+@pytest.mark.parametrize("surgery", ["pcgrad", "alternate"])
+def test_stop_then_resume_matches_uninterrupted_run(tiny_model_dir, toy_data_dir, tmp_path, surgery):
+    kw = dict(tasks=("sst", "sts"), epochs=2, max_train=48, surgery=surgery)
     straight = Recorder()
     train_subset(tiny_config(tiny_model_dir, toy_data_dir, **kw), tmp_path / "a", straight)
 

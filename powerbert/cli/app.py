@@ -45,7 +45,7 @@ MaxTrainOpt = Annotated[Optional[int], typer.Option("--max-train", min=0, help="
 LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per task per step.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (data order, dropout, heads).")]
-SurgeryOpt = Annotated[Optional[str], typer.Option("--surgery", help="Multitask gradients: pcgrad (gradient surgery) or sum.")]
+SurgeryOpt = Annotated[Optional[str], typer.Option("--surgery", help="Multitask steps: pcgrad (gradient surgery) or sum of the task gradients, or alternate (one optimizer step per task's batch).")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad-rows", help="Skip malformed rows (reported with their lines) instead of stopping.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="bf16 (autocast) or fp32.")]

@@ -70,7 +70,7 @@ def train(
         console.print(note, highlight=False)
     where = config.data_dir or "the built-in demo data"
     console.print(f"training [bold]{'+'.join(config.tasks)}[/bold] on {where} -> {out}")
-    balanced = ", norms balanced" if config.balance == "norm" else ""
+    balanced = ", norms balanced" if config.balance == "norm" and config.surgery != "alternate" else ""
     surgery_note = f"; multitask gradients: {config.surgery}{balanced}" if len(config.tasks) > 1 else ""
     recipe = f"recipe {profile}: lr {config.lr:g}, batch {config.batch_size}, {config.epochs} epoch{'s' if config.epochs != 1 else ''}{surgery_note}"
     with RichTrainProgress(console, recipe) as progress:

@@ -13,6 +13,9 @@ to the mean of the tasks' gradient norms, g_i <- g_i * mean_j |g_j| / |g_i|, so 
 loss has a larger scale (cosine STS's mean squared error on 0-5) does not drown the others'
 share of the step; the sum of the scaled gradients keeps about the size of the plain sum.
 
+With surgery "alternate" nothing is combined: the training step (powerbert.training.step)
+gives each task's batch an optimizer step of its own, each a plain backward.
+
 The gradients are handled as one flat vector per task, and every dot product the projections
 need comes from one T x T Gram matrix, so a step costs one pass over the gradients to build it
 and one to combine them: no Python loop over parameters per pair, and no wait on the device
@@ -218,4 +221,6 @@ def make_combiner(name: str, seed: int, balance: str = "none") -> GradientCombin
         return PCGrad(seed, balance=balance == "norm")
     if name == "sum":
         return BalancedSum(seed) if balance == "norm" else SumGradients()
-    raise ConfigError(f"unknown gradient surgery '{name}': expected pcgrad or sum")
+    if name == "alternate":  # TrainStep steps on one task at a time: nothing to combine
+        return SumGradients()
+    raise ConfigError(f"unknown gradient surgery '{name}': expected pcgrad, sum or alternate")

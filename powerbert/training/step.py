@@ -1,12 +1,15 @@
 """One optimisation step of a multitask model, and the optimiser and schedule it steps.
 
 `TrainStep` runs the forward passes of one batch per task under autocast, lets the gradient
-combiner (sum or PCGrad) set the gradients, adds the explicit L2 term, clips and steps.
+combiner (sum or PCGrad) set the gradients, adds the explicit L2 term, clips and steps; with
+surgery "alternate" it does that for each task's batch alone, one optimizer step per task.
 `make_optimizer` builds fused AdamW, with the word-embedding table in a group of its own that
 is updated row by row from a sparse gradient where `embedding_update` says so (RowAdamW).
 """
 
 from __future__ import annotations
+
+import random
 
 import torch
 
@@ -42,7 +45,18 @@ class TrainStep:
         self.table = table if find_rows and any(table is p for p in self.shared) else None
 
     def __call__(self, batches: dict[str, Batch], step: int) -> dict[str, torch.Tensor]:
-        """Train on `batches` (task -> batch); returns each task's loss, detached."""
+        """Train on `batches` (task -> batch); returns each task's loss, detached. With surgery
+        "alternate", each task's batch is an optimizer step of its own, in an order drawn from
+        (seed, step) so that a resumed run takes the same steps."""
+        if self.config.surgery == "alternate" and len(batches) > 1:
+            order = list(batches)
+            # A new order each step, so that no task always takes the last update.
+            random.Random(self.config.seed * 1_000_003 + step).shuffle(order)
+            losses = {name: self._update({name: batches[name]}, step)[name] for name in order}
+            return {name: losses[name] for name in batches}
+        return self._update(batches, step)
+
+    def _update(self, batches: dict[str, Batch], step: int) -> dict[str, torch.Tensor]:
         model, config = self.model, self.config
         losses = {}
         token_ids = []
