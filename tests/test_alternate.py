@@ -3,14 +3,13 @@ own (MT-DNN's multitask step), in an order drawn from (seed, step), so a resumed
 same steps."""
 
 import copy
-import random
 from dataclasses import replace
 
 import torch
 
 from powerbert.data.batching import encode_task
 from powerbert.model.multitask import build_model, load_tokenizer
-from powerbert.model.surgery import make_combiner
+from powerbert.model.surgery import make_combiner, step_rng
 from powerbert.training.step import TrainStep, make_optimizer
 from powerbert.training.streams import load_training_data
 from tests.test_train import tiny_config
@@ -36,7 +35,7 @@ def test_an_alternate_step_is_one_optimizer_step_per_task_in_the_drawn_order(tin
     losses = _train_step(config, model)(batches, step=5)
 
     order = list(batches)
-    random.Random(config.seed * 1_000_003 + 5).shuffle(order)
+    step_rng(config.seed, 5).shuffle(order)
     assert order != list(batches)  # the drawn order, not the subset's
     one_task = _train_step(config, by_hand)
     for name in order:  # the same weights stepped on one task's batch at a time, by hand

@@ -99,7 +99,7 @@ class PCGrad(GradientCombiner):
             # copy moves it into the row.
             losses[name].backward()
             sparse |= _copy_into(row, layout)
-        weights, conflicts = conflict_weights(grads, random.Random(self.seed * 1_000_003 + step),
+        weights, conflicts = conflict_weights(grads, step_rng(self.seed, step),
                                               project=self.project, balance=self.balance)
         self._conflicts = self._conflicts + conflicts
         torch.mv(grads.T, weights.to(grads.dtype), out=combined)
@@ -125,6 +125,12 @@ class BalancedSum(PCGrad):
 
     def __init__(self, seed: int = 0):
         super().__init__(seed, balance=True)
+
+
+def step_rng(seed: int, step: int) -> random.Random:
+    """The random choices of one multitask step (PCGrad's task order, alternate's): drawn from
+    (seed, step) alone, so a resumed run makes exactly the choices an uninterrupted one makes."""
+    return random.Random(seed * 1_000_003 + step)
 
 
 def conflict_weights(grads: torch.Tensor, rng: random.Random, *, project: bool = True,

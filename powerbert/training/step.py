@@ -9,14 +9,13 @@ is updated row by row from a sparse gradient where `embedding_update` says so (R
 
 from __future__ import annotations
 
-import random
-
 import torch
 
 from powerbert.config import TrainConfig
 from powerbert.data.batching import Batch
 from powerbert.model.device import autocast_for, row_embedding_update, training_attention
 from powerbert.model.multitask import MultitaskBert
+from powerbert.model.surgery import step_rng
 from powerbert.training.row_adamw import RowAdamW
 
 
@@ -51,7 +50,7 @@ class TrainStep:
         if self.config.surgery == "alternate" and len(batches) > 1:
             order = list(batches)
             # A new order each step, so that no task always takes the last update.
-            random.Random(self.config.seed * 1_000_003 + step).shuffle(order)
+            step_rng(self.config.seed, step).shuffle(order)
             losses = {name: self._update({name: batches[name]}, step)[name] for name in order}
             return {name: losses[name] for name in batches}
         return self._update(batches, step)
