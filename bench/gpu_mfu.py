@@ -1,12 +1,14 @@
 """Benchmark 6: model FLOPs utilisation of PowerBERT's training step on a GPU, bert-base, bf16.
 
-    python bench/gpu_mfu.py --quick      # under 2 minutes on an H100/H200
+    python bench/gpu_mfu.py --quick      # a few minutes on an H100/H200 (four variants: two compiles)
     python bench/gpu_mfu.py              # more steps, more variants (batch sizes, attention)
 
 A randomly initialised BertModel of bert-base-uncased's shape (12 layers, hidden 768, vocab
 30522; no network needed) inside PowerBERT's MultitaskBert, trained on sst-shaped batches of
 128 tokens per row through `powerbert.training.loop.TrainStep`: the product's forward under bf16
-autocast, loss, backward (via the gradient combiner), clipping and AdamW (fused on CUDA).
+autocast (or, in the "bf16 weights" variants, on a bf16 copy of the encoder with AdamW on the
+fp32 weights: `train_weights = "bf16"`), loss, backward (via the gradient combiner), clipping
+and AdamW (fused on CUDA).
 
 MFU = 6 x non-embedding parameters x tokens per second / the device's dense bf16 peak (read
 from the device name; --peak-tflops overrides). The same run also times a large bf16 matmul, the
@@ -76,7 +78,7 @@ def sync(device: torch.device) -> None:
 
 
 def measure(batch_size: int, attn: str, compile_encoder: bool, warmup: int, steps: int, device: str = "cuda",
-            profile: bool = False) -> dict:
+            profile: bool = False, weights: str = "fp32") -> dict:
     from powerbert.config import HeadConfig, TrainConfig
     from powerbert.data.batching import Batch
     from powerbert.model.multitask import MultitaskBert
@@ -86,7 +88,7 @@ def measure(batch_size: int, attn: str, compile_encoder: bool, warmup: int, step
     device = torch.device(device)
     torch.manual_seed(0)
     config = TrainConfig(tasks=("sst",), precision="bf16", device=str(device), batch_size=batch_size, lr=1e-4,
-                         attention=attn)
+                         attention=attn, train_weights=weights)
     model = MultitaskBert(bert_base(attn), config.tasks, HeadConfig()).to(device)
     embedding = sum(p.numel() for p in model.encoder.embeddings.parameters())
     pooler = sum(p.numel() for p in model.encoder.pooler.parameters()) if getattr(model.encoder, "pooler", None) else 0
@@ -96,7 +98,7 @@ def measure(batch_size: int, attn: str, compile_encoder: bool, warmup: int, step
     optimizer = make_optimizer(model, config)
     step_fn = TrainStep(model, optimizer, make_combiner(config.surgery, config.seed), config, device)
     if compile_encoder:
-        model.encoder.compile()
+        step_fn.net.encoder.compile()  # the encoder the passes run on (a bf16 copy, with bf16 weights)
     model.train()
 
     def batch() -> Batch:
@@ -129,7 +131,7 @@ def measure(batch_size: int, attn: str, compile_encoder: bool, warmup: int, step
                 float(step_fn({"sst": batches[k % 4]}, k)["sst"])
             sync(device)
         print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70), flush=True)
-    result = dict(batch=batch_size, attn=attn, compiled=compile_encoder, step_ms=1000 * elapsed / steps,
+    result = dict(batch=batch_size, attn=attn, compiled=compile_encoder, weights=weights, step_ms=1000 * elapsed / steps,
                   tokens_per_s=tokens_per_s, model_tflops=6 * non_embedding * tokens_per_s / 1e12,
                   non_embedding=non_embedding, warmup_s=warmup_s, loss=float(losses["sst"]),
                   memory_gb=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"))
@@ -142,7 +144,7 @@ def measure(batch_size: int, attn: str, compile_encoder: bool, warmup: int, step
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps and variants: under 2 minutes on an H100")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and variants: a few minutes on an H100")
     parser.add_argument("--batch-size", type=int, default=512, help="rows of 128 tokens per step")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, if not known by name")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
@@ -168,18 +170,21 @@ def main(argv: list[str] | None = None) -> int:
         print("   unknown device: MFU is reported against the measured matmul instead")
 
     warmup, steps = (5, 20) if args.quick else (10, 50)
-    variants = [(args.batch_size, "sdpa", False)]
+    # (batch, attention, torch.compile, the weights the passes run on)
+    variants = [(args.batch_size, "sdpa", False, "fp32"), (args.batch_size, "sdpa", False, "bf16")]
     if not args.no_compile:
-        variants.append((args.batch_size, "sdpa", True))
+        variants += [(args.batch_size, "sdpa", True, "fp32"), (args.batch_size, "sdpa", True, "bf16")]
     if not args.quick:
-        variants += [(args.batch_size, "eager", False), (args.batch_size * 2, "sdpa", False)]
+        variants += [(args.batch_size, "eager", False, "fp32"), (args.batch_size * 2, "sdpa", False, "fp32"),
+                     (args.batch_size * 2, "sdpa", False, "bf16")]
         if not args.no_compile:
-            variants.append((args.batch_size * 2, "sdpa", True))
+            variants.append((args.batch_size * 2, "sdpa", True, "bf16"))
     results = []
-    for batch_size, attn, compiled in variants:
-        label = f"batch {batch_size} x {SEQ}, attention {attn}, {'torch.compile' if compiled else 'eager'}"
+    for batch_size, attn, compiled, weights in variants:
+        label = (f"batch {batch_size} x {SEQ}, attention {attn}, {'torch.compile' if compiled else 'eager'}, "
+                 f"{'bf16 weights' if weights == 'bf16' else 'fp32 weights under autocast'}")
         try:
-            r = measure(batch_size, attn, compiled, warmup + (3 if compiled else 0), steps, profile=args.profile)
+            r = measure(batch_size, attn, compiled, warmup + (3 if compiled else 0), steps, profile=args.profile, weights=weights)
         except Exception as exc:  # e.g. out of memory, or compile unsupported: report, go on
             print(f"{label}: failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", flush=True)
             torch.cuda.empty_cache()
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     best = max(results, key=lambda r: r["mfu"])
     print(f"non-embedding parameters {best['non_embedding']:,}; best: batch {best['batch']}, {best['attn']}, "
-          f"{'compiled' if best['compiled'] else 'eager'}")
+          f"{'compiled' if best['compiled'] else 'eager'}, {best['weights']} weights")
     return common.verdict("MFU (best variant, as a fraction)", best["mfu"], TARGET_MFU, at_least=True)
 
 

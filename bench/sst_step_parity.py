@@ -90,6 +90,7 @@ def main() -> None:
         "plain, head under autocast": lambda e, h: plain(e, h, data, head_in_autocast=True),
         "plain, fused AdamW": lambda e, h: plain(e, h, data, fused=True),
         "TrainStep (the product)": lambda e, h: product(e, h, data),
+        "TrainStep, passes on fp32": lambda e, h: product(e, h, data, train_weights="fp32"),
         "TrainStep, fp32": lambda e, h: product(e, h, data, precision="fp32"),
         "TrainStep, PCGrad off": lambda e, h: product(e, h, data, surgery="sum"),
     }

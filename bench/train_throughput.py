@@ -11,8 +11,9 @@ Both sides train the default MiniLM BERT on the same rows of the real CS224N tra
              pair with its own forward pass; torch's default AdamW; a process left as it starts.
   powerbert  the product's path: the process tuned as train_subset tunes it, rows tokenised
              once (powerbert.data.batching.encode_task), a length-bucketed TaskStream, and
-             powerbert.training.loop.TrainStep (autocast at the default precision, the gradient
-             combiner, clipping, fused AdamW) with the product's default TrainConfig.
+             powerbert.training.loop.TrainStep (the default precision, on a CPU the passes on a
+             bf16 copy of the encoder; the gradient combiner, clipping, fused AdamW) with the
+             product's default TrainConfig.
 
 Each side lives in its own process (bench/sides.py) and they take turns batch by batch, so
 load from elsewhere on the machine falls on both alike. A side's time for a round is its
@@ -103,7 +104,7 @@ class PowerBertSide:
 
     def __init__(self, task: str, rows: int, seed: int, threads: int | None = None, precision: str | None = None,
                  bucketing: bool = True, tuned: bool = True, fused: bool = True, attention: str | None = None,
-                 embedding_update: str | None = None, compile_encoder: bool = False):
+                 embedding_update: str | None = None, train_weights: str | None = None, compile_encoder: bool = False):
         import torch
 
         from powerbert.config import TrainConfig
@@ -126,14 +127,16 @@ class PowerBertSide:
             self.config.attention = attention
         if embedding_update:
             self.config.embedding_update = embedding_update
+        if train_weights:
+            self.config.train_weights = train_weights
         self.bucketing, self.seed = bucketing, seed
         model = build_model(self.config.model, self.config.tasks, self.config.heads)
-        if compile_encoder:
-            model.encoder.compile(dynamic=True)
         optimizer = make_optimizer(model, self.config)
         if not fused:  # the same groups and settings, torch's default implementation
             optimizer = type(optimizer)([{k: v for k, v in g.items() if k != "fused"} for g in optimizer.param_groups])
         self.step_fn = TrainStep(model, optimizer, make_combiner(self.config.surgery, seed), self.config, torch.device("cpu"))
+        if compile_encoder:  # the encoder the passes run on (a bf16 copy, with bf16 passes)
+            self.step_fn.net.encoder.compile(dynamic=True)
         model.train()
         self.passes, self.global_step = 0, 0
         self.batches: list = []
@@ -176,6 +179,7 @@ def lever_specs(levers: bool, compile_: bool) -> dict[str, tuple[str, dict]]:
             "powerbert, default AdamW": ("PowerBertSide", {"fused": False}),
             "powerbert, SDPA attention": ("PowerBertSide", {"attention": "sdpa"}),
             "powerbert, dense embedding table": ("PowerBertSide", {"embedding_update": "dense"}),
+            "powerbert, passes under autocast": ("PowerBertSide", {"train_weights": "fp32"}),
             "powerbert, 1 thread": ("PowerBertSide", {"threads": 1}),
         })
     if compile_:

@@ -95,8 +95,8 @@ def test_training_step_runs_the_attention_kernel_the_setting_picks(tiny_model_di
 
     config = TrainConfig(tasks=("sst",), model=str(tiny_model_dir), precision=precision, attention=setting)
     model = build_model(config.model, config.tasks, config.heads)
-    TrainStep(model, make_optimizer(model, config), make_combiner("sum", 0), config, torch.device("cpu"))
-    assert model.encoder.config._attn_implementation == expected
+    step = TrainStep(model, make_optimizer(model, config), make_combiner("sum", 0), config, torch.device("cpu"))
+    assert step.net.encoder.config._attn_implementation == expected  # the module the passes run on
 
 
 def test_auto_attention_keeps_sdpa_off_the_cpu():
@@ -125,9 +125,11 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if k.startswith("model.")}
 
 
-@pytest.mark.parametrize("surgery", ["pcgrad", "alternate"])
-def test_stop_then_resume_matches_uninterrupted_run(tiny_model_dir, toy_data_dir, tmp_path, surgery):
-    kw = dict(tasks=("sst", "sts"), epochs=2, max_train=48, surgery=surgery)
+@pytest.mark.parametrize(("surgery", "passes"), [
+    ("pcgrad", {}), ("alternate", {}), ("alternate", {"precision": "bf16", "train_weights": "bf16"}),
+])
+def test_stop_then_resume_matches_uninterrupted_run(tiny_model_dir, toy_data_dir, tmp_path, surgery, passes):
+    kw = dict(tasks=("sst", "sts"), epochs=2, max_train=48, surgery=surgery, **passes)
     straight = Recorder()
     train_subset(tiny_config(tiny_model_dir, toy_data_dir, **kw), tmp_path / "a", straight)
 

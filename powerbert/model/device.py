@@ -2,7 +2,8 @@
 
 `resolve_device` turns a config's device setting into a torch device, `autocast_for` gives the
 autocast context of a precision, `training_attention` picks the attention kernel a training
-step runs, `row_embedding_update` says whether the word-embedding table trains row by row, and
+step runs, `row_embedding_update` says whether the word-embedding table trains row by row,
+`bf16_training_passes` whether a training step's passes run on bf16 weights, and
 `tune_cpu_runtime` sets up the CPU allocator for training.
 """
 
@@ -47,6 +48,17 @@ def row_embedding_update(setting: str, device: torch.device) -> bool:
     if setting != "auto":
         return setting == "rows"
     return device.type == "cpu"
+
+
+def bf16_training_passes(setting: str, precision: str, device: torch.device) -> bool:
+    """Whether a training step's passes run on a bf16 copy of the encoder, with AdamW on the
+    fp32 weights (powerbert.training.bf16_passes), rather than on the fp32 weights under
+    autocast. "auto": on a CPU under bf16, where a MiniLM SST run trains 5-7% faster that way at
+    the same dev accuracy (bench/RESULTS.md, "bf16 passes"); on a GPU autocast stays, as
+    bench/gpu_mfu.py has not yet timed both there."""
+    if setting != "auto":
+        return setting == "bf16"
+    return device.type == "cpu" and precision == "bf16"
 
 
 def tune_cpu_runtime() -> None:

@@ -1,7 +1,8 @@
 """One optimisation step of a multitask model, and the optimiser and schedule it steps.
 
-`TrainStep` runs the forward passes of one batch per task under autocast, lets the gradient
-combiner (sum or PCGrad) set the gradients, adds the explicit L2 term, clips and steps; with
+`TrainStep` runs the forward passes of one batch per task under autocast (or on a bf16 copy of
+the encoder: powerbert.training.bf16_passes), lets the gradient combiner (sum or PCGrad) set
+the gradients, adds the explicit L2 term, clips and steps the fp32 weights; with
 surgery "alternate" it does that for each task's batch alone, one optimizer step per task.
 `make_optimizer` builds fused AdamW, with the word-embedding table in a group of its own that
 is updated row by row from a sparse gradient where `embedding_update` says so (RowAdamW).
@@ -13,9 +14,10 @@ import torch
 
 from powerbert.config import TrainConfig
 from powerbert.data.batching import Batch
-from powerbert.model.device import autocast_for, row_embedding_update, training_attention
+from powerbert.model.device import autocast_for, bf16_training_passes, row_embedding_update, training_attention
 from powerbert.model.multitask import MultitaskBert
 from powerbert.model.surgery import step_rng
+from powerbert.training.bf16_passes import Bf16Passes
 from powerbert.training.row_adamw import RowAdamW
 
 
@@ -27,21 +29,27 @@ class TrainStep:
     def __init__(self, model: MultitaskBert, optimizer: torch.optim.Optimizer, combiner, config: TrainConfig, device: torch.device):
         self.model, self.optimizer, self.combiner = model, optimizer, combiner
         self.config, self.device = config, device
-        model.encoder.set_attn_implementation(training_attention(config.attention, device, config.precision))
-        self.shared = model.shared_parameters()
+        # The module the passes run on: the model, or a bf16 copy of its encoder with the
+        # model's heads (powerbert.training.bf16_passes); AdamW steps the model's fp32 weights.
+        self.passes = Bf16Passes(model) if bf16_training_passes(config.train_weights, config.precision, device) else None
+        self.net = self.passes.net if self.passes else model
+        self.autocast = "fp32" if self.passes else config.precision
+        self.net.encoder.set_attn_implementation(training_attention(config.attention, device, config.precision))
+        self.shared = self.net.shared_parameters()
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        embeddings = model.encoder.get_input_embeddings()
-        table = embeddings.weight
+        table = model.encoder.get_input_embeddings().weight
         # make_optimizer put the table in a row-by-row group (powerbert.training.row_adamw):
         # its embedding then gives a sparse gradient, of the rows the batches touch.
         self.row_table = table if any(p is table for p in getattr(optimizer, "row_params", ())) else None
+        embeddings = self.net.encoder.get_input_embeddings()
         embeddings.sparse = self.row_table is not None
         # On a CPU, telling the combiner which word-embedding rows the batches touch lets
         # PCGrad skip the rest (half of MiniLM's shared parameters, zero for every task). On a
         # GPU the full rows cost little and finding the rows would wait for the device, unless
         # the table trains by rows anyway.
         find_rows = device.type == "cpu" or self.row_table is not None
-        self.table = table if find_rows and any(table is p for p in self.shared) else None
+        net_table = embeddings.weight
+        self.table = net_table if find_rows and any(net_table is p for p in self.shared) else None
 
     def __call__(self, batches: dict[str, Batch], step: int) -> dict[str, torch.Tensor]:
         """Train on `batches` (task -> batch); returns each task's loss, detached. With surgery
@@ -56,18 +64,22 @@ class TrainStep:
         return self._update(batches, step)
 
     def _update(self, batches: dict[str, Batch], step: int) -> dict[str, torch.Tensor]:
-        model, config = self.model, self.config
+        net, config = self.net, self.config
+        if self.passes:
+            self.passes.follow_mode()
         losses = {}
         token_ids = []
         for name, batch in batches.items():
             batch = batch.to(self.device)
             token_ids += [x["input_ids"].reshape(-1) for x in (batch.a, batch.b) if x is not None]
-            with autocast_for(self.device, config.precision):
-                outputs = model.task_outputs(batch)
-            losses[name] = model.task_loss(batch, outputs)
+            with autocast_for(self.device, self.autocast):
+                outputs = net.task_outputs(batch)
+            losses[name] = net.task_loss(batch, outputs)
         self.optimizer.zero_grad(set_to_none=True)
         rows = {self.table: torch.unique(torch.cat(token_ids))} if self.table is not None and len(batches) > 1 else None
         self.combiner.backward(losses, self.shared, step, rows)
+        if self.passes:
+            self.passes.grads_to_weights()
         # No autograd on what follows: the L2 term reads the weights, and a gradient that is a
         # view of PCGrad's kept buffer must not pull the buffer into the graph (the next step's
         # combine into it would then fail: it did for multitask runs with the L2 term).
@@ -91,6 +103,9 @@ class TrainStep:
                 norm = torch.nn.utils.get_total_norm(grads)
                 torch.nn.utils.clip_grads_with_norm_(with_grad, config.grad_clip, norm)
             self.optimizer.step()
+            if self.passes:
+                # A table trained by rows changed only the rows its gradient has.
+                self.passes.refresh(table_grad._indices()[0] if table_grad is not None else None)
         return {n: v.detach() for n, v in losses.items()}
 
 
