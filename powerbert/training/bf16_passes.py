@@ -30,11 +30,11 @@ class Bf16Passes:
         memo = {id(model.heads): model.heads, id(model.dropout): model.dropout}
         self.net: MultitaskBert = copy.deepcopy(model, memo)
         self.net.encoder.to(torch.bfloat16)
-        pairs = [(w, c) for w, c in zip(model.encoder.parameters(), self.net.encoder.parameters()) if w.requires_grad]
+        # The trained encoder weights and their copies, in the same order (deepcopy keeps it).
+        self.pairs = list(zip(model.shared_parameters(), self.net.shared_parameters(), strict=True))
         self.table = model.encoder.get_input_embeddings().weight
         self.table_copy = self.net.encoder.get_input_embeddings().weight
-        self.dense = [(w, c) for w, c in pairs if w is not self.table]
-        self.pairs = pairs
+        self.dense = [(w, c) for w, c in self.pairs if w is not self.table]
 
     def follow_mode(self) -> None:
         """The copy in the encoder's mode: its dropout on exactly when the encoder's is."""
