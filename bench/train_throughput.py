@@ -12,8 +12,8 @@ Both sides train the default MiniLM BERT on the same rows of the real CS224N tra
   powerbert  the product's path: the process tuned as train_subset tunes it, rows tokenised
              once (powerbert.data.batching.encode_task), a length-bucketed TaskStream, and
              powerbert.training.loop.TrainStep (the default precision, on a CPU the passes on a
-             bf16 copy of the encoder; the gradient combiner, clipping, fused AdamW) with the
-             product's default TrainConfig.
+             bf16 copy of the encoder and packed dropout masks; the gradient combiner, clipping,
+             fused AdamW) with the product's default TrainConfig.
 
 Each side lives in its own process (bench/sides.py) and they take turns batch by batch, so
 load from elsewhere on the machine falls on both alike. A side's time for a round is its
@@ -104,10 +104,11 @@ class PowerBertSide:
 
     def __init__(self, task: str, rows: int, seed: int, threads: int | None = None, precision: str | None = None,
                  bucketing: bool = True, tuned: bool = True, fused: bool = True, attention: str | None = None,
-                 embedding_update: str | None = None, train_weights: str | None = None, compile_encoder: bool = False):
+                 embedding_update: str | None = None, train_weights: str | None = None, dropout_masks: str | None = None,
+                 compile_encoder: bool = False):
         import torch
 
-        from powerbert.config import TrainConfig
+        from powerbert.config import TrainConfig, apply_overrides
         from powerbert.model.device import tune_cpu_runtime
         from powerbert.model.multitask import build_model, load_tokenizer
         from powerbert.model.surgery import make_combiner
@@ -120,15 +121,10 @@ class PowerBertSide:
         torch.manual_seed(seed)
         self.data = sample_rows(task, rows, seed)
         self.tokenizer = load_tokenizer(None)
-        self.config = TrainConfig(tasks=(task,), batch_size=BATCH, seed=seed)
-        if precision:
-            self.config.precision = precision
-        if attention:
-            self.config.attention = attention
-        if embedding_update:
-            self.config.embedding_update = embedding_update
-        if train_weights:
-            self.config.train_weights = train_weights
+        levers = {"precision": precision, "attention": attention, "embedding_update": embedding_update,
+                  "train_weights": train_weights, "dropout_masks": dropout_masks}
+        # Checked as any setting is (None: the product's own choice).
+        self.config = apply_overrides(TrainConfig(tasks=(task,), batch_size=BATCH, seed=seed), levers)
         self.bucketing, self.seed = bucketing, seed
         model = build_model(self.config.model, self.config.tasks, self.config.heads)
         optimizer = make_optimizer(model, self.config)
@@ -180,6 +176,7 @@ def lever_specs(levers: bool, compile_: bool) -> dict[str, tuple[str, dict]]:
             "powerbert, SDPA attention": ("PowerBertSide", {"attention": "sdpa"}),
             "powerbert, dense embedding table": ("PowerBertSide", {"embedding_update": "dense"}),
             "powerbert, passes under autocast": ("PowerBertSide", {"train_weights": "fp32"}),
+            "powerbert, torch's dropout masks": ("PowerBertSide", {"dropout_masks": "torch"}),
             "powerbert, 1 thread": ("PowerBertSide", {"threads": 1}),
         })
     if compile_:

@@ -89,6 +89,12 @@ class TrainConfig:
     # MiniLM SST run trains 4-9% faster that way at the same dev accuracy; dense on a GPU
     # (bench/RESULTS.md, "The word-embedding table on the CPU").
     embedding_update: Literal["auto", "rows", "dense"] = "auto"
+    # How the encoder's dropout masks are drawn while training. "torch": torch's dropout, one
+    # draw of its generator per element; "packed": four elements to a 64-bit draw of the same
+    # generator (powerbert.model.packed_dropout), the same keep probability and scaling. "auto":
+    # packed on a CPU, where torch's draws were 15% of a MiniLM step; torch on a GPU
+    # (bench/RESULTS.md, "Packed dropout masks").
+    dropout_masks: Literal["auto", "torch", "packed"] = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     freeze_encoder: bool = False  # train only the heads (the paper's frozen baseline)
     head_lr: float | None = None  # learning rate of the heads, if different from lr

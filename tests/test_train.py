@@ -93,7 +93,8 @@ def test_training_step_runs_the_attention_kernel_the_setting_picks(tiny_model_di
     from powerbert.model.surgery import make_combiner
     from powerbert.training.step import TrainStep, make_optimizer
 
-    config = TrainConfig(tasks=("sst",), model=str(tiny_model_dir), precision=precision, attention=setting)
+    # torch's dropout masks: packed ones rename eager attention (tests/test_packed_dropout.py).
+    config = TrainConfig(tasks=("sst",), model=str(tiny_model_dir), precision=precision, attention=setting, dropout_masks="torch")
     model = build_model(config.model, config.tasks, config.heads)
     step = TrainStep(model, make_optimizer(model, config), make_combiner("sum", 0), config, torch.device("cpu"))
     assert step.net.encoder.config._attn_implementation == expected  # the module the passes run on
@@ -109,8 +110,10 @@ def test_auto_attention_keeps_sdpa_off_the_cpu():
 def test_eager_and_sdpa_attention_train_the_same_weights(tiny_model_dir, toy_data_dir, tmp_path):
     # The two kernels compute the same attention: in fp32 a run with either ends on the same
     # weights, up to float rounding; with different padding masks mishandled they would not.
+    # Both with torch's dropout masks, which SDPA's CPU kernel draws as eager attention does.
     def run(attention: str) -> dict[str, torch.Tensor]:
-        config = tiny_config(tiny_model_dir, toy_data_dir, tasks=("sst", "sts"), epochs=1, max_train=48, attention=attention)
+        config = tiny_config(tiny_model_dir, toy_data_dir, tasks=("sst", "sts"), epochs=1, max_train=48, attention=attention,
+                             dropout_masks="torch")
         assert train_subset(config, tmp_path / attention).status == "finished"
         return _weights(tmp_path / attention / "last.safetensors")
 
@@ -126,7 +129,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(("surgery", "passes"), [
-    ("pcgrad", {}), ("alternate", {}), ("alternate", {"precision": "bf16", "train_weights": "bf16"}),
+    ("pcgrad", {}), ("pcgrad", {"dropout_masks": "torch"}), ("alternate", {}),
+    ("alternate", {"precision": "bf16", "train_weights": "bf16"}),
 ])
 def test_stop_then_resume_matches_uninterrupted_run(tiny_model_dir, toy_data_dir, tmp_path, surgery, passes):
     kw = dict(tasks=("sst", "sts"), epochs=2, max_train=48, surgery=surgery, **passes)

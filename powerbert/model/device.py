@@ -3,8 +3,8 @@
 `resolve_device` turns a config's device setting into a torch device, `autocast_for` gives the
 autocast context of a precision, `training_attention` picks the attention kernel a training
 step runs, `row_embedding_update` says whether the word-embedding table trains row by row,
-`bf16_training_passes` whether a training step's passes run on bf16 weights, and
-`tune_cpu_runtime` sets up the CPU allocator for training.
+`bf16_training_passes` whether a training step's passes run on bf16 weights,
+`packed_dropout_masks` how its dropout masks are drawn, and `tune_cpu_runtime` sets up the CPU allocator for training.
 """
 
 from __future__ import annotations
@@ -59,6 +59,16 @@ def bf16_training_passes(setting: str, precision: str, device: torch.device) -> 
     if setting != "auto":
         return setting == "bf16"
     return device.type == "cpu" and precision == "bf16"
+
+
+def packed_dropout_masks(setting: str, device: torch.device) -> bool:
+    """Whether a training step draws the encoder's dropout masks four elements to a 64-bit
+    random word (powerbert.model.packed_dropout) rather than with torch's dropout. "auto": on a
+    CPU, where torch draws one number per element, one thread at a time (15% of a MiniLM SST
+    step; bench/RESULTS.md, "Packed dropout masks"); on a GPU torch's dropout is a fused kernel."""
+    if setting != "auto":
+        return setting == "packed"
+    return device.type == "cpu"
 
 
 def tune_cpu_runtime() -> None:

@@ -99,7 +99,7 @@ def _save_cache(cache: dict) -> None:
 def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_message=lambda text: None) -> Calibration:
     """The timings for `tasks` under `config` on its device with `threads` torch threads, from
     the cache where it has them, measured otherwise."""
-    from powerbert.model.device import bf16_training_passes, resolve_device, row_embedding_update, training_attention
+    from powerbert.model.device import bf16_training_passes, packed_dropout_masks, resolve_device, row_embedding_update, training_attention
 
     torch_device = resolve_device(config.device)
     device = str(torch_device)
@@ -107,7 +107,8 @@ def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_mess
     # bf16 time the same steps).
     kernels = [training_attention(config.attention, torch_device, config.precision),
                row_embedding_update(config.embedding_update, torch_device),
-               bf16_training_passes(config.train_weights, config.precision, torch_device)]
+               bf16_training_passes(config.train_weights, config.precision, torch_device),
+               packed_dropout_masks(config.dropout_masks, torch_device)]
     cache = _load_cache()
     keys = {t: _key(config, device, kernels, threads, t) for t in tasks}
     common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, kernels, threads, config.surgery, config.balance,

@@ -14,8 +14,9 @@ import torch
 
 from powerbert.config import TrainConfig
 from powerbert.data.batching import Batch
-from powerbert.model.device import autocast_for, bf16_training_passes, row_embedding_update, training_attention
+from powerbert.model.device import autocast_for, bf16_training_passes, packed_dropout_masks, row_embedding_update, training_attention
 from powerbert.model.multitask import MultitaskBert
+from powerbert.model.packed_dropout import use_packed_dropout
 from powerbert.model.surgery import step_rng
 from powerbert.training.bf16_passes import Bf16Passes
 from powerbert.training.row_adamw import RowAdamW
@@ -35,6 +36,8 @@ class TrainStep:
         self.net = self.passes.net if self.passes else model
         self.autocast = "fp32" if self.passes else config.precision
         self.net.encoder.set_attn_implementation(training_attention(config.attention, device, config.precision))
+        if packed_dropout_masks(config.dropout_masks, device):
+            use_packed_dropout(self.net.encoder)
         self.shared = self.net.shared_parameters()
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         table = model.encoder.get_input_embeddings().weight
