@@ -4,7 +4,8 @@
 autocast context of a precision, `training_attention` picks the attention kernel a training
 step runs, `row_embedding_update` says whether the word-embedding table trains row by row,
 `bf16_training_passes` whether a training step's passes run on bf16 weights,
-`packed_dropout_masks` how its dropout masks are drawn, and `tune_cpu_runtime` sets up the CPU allocator for training.
+`packed_dropout_masks` how its dropout masks are drawn, and `tune_cpu_runtime` sets up the
+CPU allocator for training.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ On a CPU torch draws one number from its Mersenne Twister per element for a drop
 (`bernoulli_`, about 5 ns an element whatever the dtype, one thread at a time): 15% of a MiniLM
 SST training step, more than any kernel but the matmuls (bench/RESULTS.md, "Packed dropout
 masks"). `packed_dropout` draws a quarter as many 64-bit words from the same generator and
-keeps an element where its 16-bit slice falls under (1 - p) of the range, so a mask costs about
-a fifth as much. Each element is kept with probability (1 - p) to within 2^-17 and scaled by
+keeps an element where its 16-bit slice falls under (1 - p) of the range: the draws cost a
+seventh of `bernoulli_`'s, a dropout's forward and backward less than half. Each element is kept with probability (1 - p) to within 2^-17 and scaled by
 1 / (1 - p), as torch's dropout does; the draws come from torch's default generator, so a seed
 and a saved RNG state give the same masks again. `use_packed_dropout` puts it in an encoder's
 dropout modules and, for BERT, in its attention's dropout too.
