@@ -5,10 +5,11 @@ On a CPU torch draws one number from its Mersenne Twister per element for a drop
 SST training step, more than any kernel but the matmuls (bench/RESULTS.md, "Packed dropout
 masks"). `packed_dropout` draws a quarter as many 64-bit words from the same generator and
 keeps an element where its 16-bit slice falls under (1 - p) of the range: the draws cost a
-seventh of `bernoulli_`'s, a dropout's forward and backward less than half. Each element is kept with probability (1 - p) to within 2^-17 and scaled by
-1 / (1 - p), as torch's dropout does; the draws come from torch's default generator, so a seed
-and a saved RNG state give the same masks again. `use_packed_dropout` puts it in an encoder's
-dropout modules and, for BERT, in its attention's dropout too.
+seventh of `bernoulli_`'s, a dropout's forward and backward less than half. Each element is
+kept with probability (1 - p) to within 2^-17 and scaled by 1 / (1 - p), as torch's dropout
+does; the draws come from torch's default generator, so a seed and a saved RNG state give the
+same masks again. `use_packed_dropout` puts it in an encoder's dropout modules and, for BERT,
+in its attention's dropout too.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class PackedDropout(nn.Dropout):
 
 def _eager_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0, **kwargs):
-    """BERT's eager attention in transformers (matmuls, the additive mask, a softmax), its
-    dropout drawn by packed_dropout."""
+    """BERT's eager attention (transformers.models.bert.modeling_bert.eager_attention_forward:
+    matmuls, the additive mask, a softmax), its dropout drawn by packed_dropout. Written again
+    because transformers calls torch's dropout inside it, with no module to swap."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
