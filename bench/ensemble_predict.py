@@ -13,8 +13,8 @@ powerbert.inference.predict.predict_file(loaded, task, file, "weighted"), agains
 for every (model, task) pair of the ensemble, tokenises the file again (the model's pair mode)
 and runs the model over it in file order, batches of 64 padded to their longest row, then
 combines the outputs with the same weights. Same loaded models, same process, interleaved;
-PowerBERT at its default precision (each run's training precision, bf16 unless the run chose
-fp32: the one that reproduces the stored dev outputs), the reference in fp32 as naive code would
+PowerBERT at its default precision (each run's training precision, the one it recorded:
+the one that reproduces the stored dev outputs), the reference in fp32 as naive code would
 (`--precision fp32` puts both in fp32). Reported: rows per second of each, and the ratio.
 Target >= 1.5x.
 

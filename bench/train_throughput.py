@@ -11,9 +11,10 @@ Both sides train the default MiniLM BERT on the same rows of the real CS224N tra
              pair with its own forward pass; torch's default AdamW; a process left as it starts.
   powerbert  the product's path: the process tuned as train_subset tunes it, rows tokenised
              once (powerbert.data.batching.encode_task), a length-bucketed TaskStream, and
-             powerbert.training.loop.TrainStep (the default precision, on a CPU the passes on a
-             bf16 copy of the encoder and packed dropout masks; the gradient combiner, clipping,
-             fused AdamW) with the product's default TrainConfig.
+             powerbert.training.loop.TrainStep (the default precision: bf16 where the device
+             has fast bf16 matmuls, and then on a CPU the passes on a bf16 copy of the encoder;
+             packed dropout masks on a CPU; the gradient combiner, clipping, fused AdamW) with
+             the product's default TrainConfig.
 
 Each side lives in its own process (bench/sides.py) and they take turns batch by batch, so
 load from elsewhere on the machine falls on both alike. A side's time for a round is its

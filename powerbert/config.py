@@ -69,7 +69,11 @@ class TrainConfig:
     epoch_size: Literal["max", "min"] = "max"  # steps per epoch: the largest or the smallest task's batches
     max_train: int | None = None  # training rows per task per epoch (a fresh sample each epoch)
     skip_bad_rows: bool = False  # skip malformed rows (reported with their lines) instead of stopping
-    precision: Literal["bf16", "fp32"] = "bf16"  # autocast dtype for forward passes
+    # The forward passes' autocast dtype. "auto": bf16 where the device has fast bf16 matmuls
+    # (a CUDA GPU from Ampere on, a CPU with AVX-512), fp32 elsewhere: on an AVX2-only CPU bf16
+    # autocast made a MiniLM step 16x slower (powerbert.model.device.fast_bf16). A run records
+    # the precision it resolved to, and prediction uses that one.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     # The weights a training step's passes run on. "fp32": the model's own, under autocast at
     # `precision` (each matmul casts its weight and input). "bf16": a bf16 copy of the encoder,
     # refreshed from the fp32 weights after each step; AdamW still updates the fp32 weights, and

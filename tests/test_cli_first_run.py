@@ -61,7 +61,7 @@ def finished(tmp_path, tiny_model_dir, toy_data_dir):
         (["--set", "lr=abc"], "lr = 'abc': expected a number"),
         (["--set", "epochs=abc"], "epochs = 'abc': expected a whole number"),
         (["--set", "pooling=max"], "pooling = 'max': expected mean or cls"),
-        (["--precision", "fp16"], "precision = 'fp16': expected bf16 or fp32"),
+        (["--precision", "fp16"], "precision = 'fp16': expected auto or bf16 or fp32"),
         (["--precision", "fp32", "--set", "train_weights=bf16"], "train_weights = bf16 with precision = fp32: expected precision bf16"),
         (["--set", "dropout_masks=fast"], "dropout_masks = 'fast': expected auto or torch or packed"),
         (["--set", "warmup=1.5"], "warmup = 1.5: expected a fraction"),

@@ -48,7 +48,7 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (dat
 SurgeryOpt = Annotated[Optional[str], typer.Option("--surgery", help="Multitask steps: pcgrad (gradient surgery) or sum of the task gradients, or alternate (one optimizer step per task's batch).")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad-rows", help="Skip malformed rows (reported with their lines) instead of stopping.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="bf16 (autocast) or fp32.")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="auto (default: bf16 autocast where the device has fast bf16 matmuls, else fp32), bf16 or fp32.")]
 TasksFileOpt = Annotated[Optional[Path], typer.Option("--tasks-file", help="A TOML file declaring tasks of your own (default: ./powerbert.toml when there is one).", envvar="POWERBERT_TASKS_FILE", show_default=False)]
 SubsetsOpt = Annotated[Optional[str], typer.Option("--subsets", help="Which subsets to train: all (default), singles, pairs, full, upto:K, or names like sst,sst+para; comma-separated and combined.", show_default=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any other recipe setting as KEY=VALUE, repeatable: e.g. --set para_head=bi --set pooling=cls --set warmup=0.06.")]

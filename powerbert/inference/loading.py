@@ -18,7 +18,7 @@ import torch
 from powerbert.config import TrainConfig
 from powerbert.errors import CheckpointError, ConfigError, ExperimentError, ModelError, first_line
 from powerbert.model.checkpoint import load_tensors, read_json
-from powerbert.model.device import resolve_device
+from powerbert.model.device import resolve_device, resolve_precision
 from powerbert.model.multitask import MultitaskBert, load_encoder, load_tokenizer
 from powerbert.results.ensemble import SCHEMES
 from powerbert.results.evaluate import experiment_subsets
@@ -131,8 +131,8 @@ def load_experiment_models(
         raise ExperimentError(f"no model of experiment '{experiment.name}' can be loaded ({reasons})")
     first = next(iter(models.values()))
 
-    if precision is None:
-        precision = first.config.precision
+    if precision is None:  # the precision the runs trained and were scored at, which they record
+        precision = resolve_precision(first.config.precision, device)
     return LoadedExperiment(
         experiment=experiment,
         models=models,

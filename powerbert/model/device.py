@@ -1,11 +1,12 @@
 """Where and at what precision a model runs: the one device choice that training and inference share.
 
-`resolve_device` turns a config's device setting into a torch device, `autocast_for` gives the
-autocast context of a precision, `training_attention` picks the attention kernel a training
-step runs, `row_embedding_update` says whether the word-embedding table trains row by row,
-`bf16_training_passes` whether a training step's passes run on bf16 weights,
-`packed_dropout_masks` how its dropout masks are drawn, and `tune_cpu_runtime` sets up the
-CPU allocator for training.
+`resolve_device` turns a config's device setting into a torch device, `resolve_precision` its
+precision setting into the precision a run trains at (`fast_bf16`: whether the device has bf16
+matmul kernels), `autocast_for` gives the autocast context of a precision, `training_attention`
+picks the attention kernel a training step runs, `row_embedding_update` says whether the
+word-embedding table trains row by row, `bf16_training_passes` whether a training step's passes
+run on bf16 weights, `packed_dropout_masks` how its dropout masks are drawn, and
+`tune_cpu_runtime` sets up the CPU allocator for training.
 """
 
 from __future__ import annotations
@@ -21,10 +22,36 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 matrices with a kernel of its own.
+
+    A CPU needs AVX-512 (oneDNN's bf16 kernels; AMX or AVX512_BF16 make them faster still):
+    without it torch falls back to a plain loop, and on an AVX2-only CPU a MiniLM SST step took
+    16x as long under bf16 autocast as in fp32 (bench/RESULTS.md, "bf16 on a CPU without
+    AVX-512"). A CUDA GPU needs bf16 units (Ampere or newer), not their emulation."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        # torch's own test for its bf16 matmul kernels (the one its matmul dispatch makes)
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """The precision a run trains at: "bf16" or "fp32" as set, or for "auto" bf16 autocast
+    where `device` has fast bf16 matmuls and fp32 where it has not."""
+    if setting != "auto":
+        return setting
+    return "bf16" if fast_bf16(device) else "fp32"
+
+
 def autocast_for(device: torch.device, precision: str):
+    """The autocast context of a resolved precision ("auto" is resolve_precision's to settle)."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    if precision == "fp32":
+        return nullcontext()
+    raise ValueError(f"precision {precision!r}: expected bf16 or fp32")
 
 
 def training_attention(setting: str, device: torch.device, precision: str) -> str:

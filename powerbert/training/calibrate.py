@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from powerbert.config import TrainConfig
@@ -99,9 +99,17 @@ def _save_cache(cache: dict) -> None:
 def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_message=lambda text: None) -> Calibration:
     """The timings for `tasks` under `config` on its device with `threads` torch threads, from
     the cache where it has them, measured otherwise."""
-    from powerbert.model.device import bf16_training_passes, packed_dropout_masks, resolve_device, row_embedding_update, training_attention
+    from powerbert.model.device import (
+        bf16_training_passes,
+        packed_dropout_masks,
+        resolve_device,
+        resolve_precision,
+        row_embedding_update,
+        training_attention,
+    )
 
     torch_device = resolve_device(config.device)
+    config = replace(config, precision=resolve_precision(config.precision, torch_device))  # what the runs will train at
     device = str(torch_device)
     # What the steps will run, not the settings' spelling ("auto" and "eager" on a CPU under
     # bf16 time the same steps).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from powerbert.data.batching import (
 )
 from powerbert.errors import TrainingDiverged
 from powerbert.model import checkpoint as ckpt
-from powerbert.model.device import autocast_for, resolve_device, tune_cpu_runtime
+from powerbert.model.device import autocast_for, resolve_device, resolve_precision, tune_cpu_runtime
 from powerbert.model.multitask import MultitaskBert, build_model, load_tokenizer
 from powerbert.model.surgery import make_combiner
 from powerbert.outputs import TaskOutputs
@@ -93,6 +94,9 @@ def train_subset(
     device = resolve_device(config.device)
     if device.type == "cpu":
         tune_cpu_runtime()
+    # From here on the run's config holds the precision it trains at, so its checkpoints record
+    # it and prediction evaluates at it: "auto" depends on the device that runs it.
+    config = replace(config, precision=resolve_precision(config.precision, device))
 
     tokenizer = load_tokenizer(config.model)
     train_data = load_training_data(config, "train", callbacks.on_message)

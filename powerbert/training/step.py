@@ -14,7 +14,14 @@ import torch
 
 from powerbert.config import TrainConfig
 from powerbert.data.batching import Batch
-from powerbert.model.device import autocast_for, bf16_training_passes, packed_dropout_masks, row_embedding_update, training_attention
+from powerbert.model.device import (
+    autocast_for,
+    bf16_training_passes,
+    packed_dropout_masks,
+    resolve_precision,
+    row_embedding_update,
+    training_attention,
+)
 from powerbert.model.multitask import MultitaskBert
 from powerbert.model.packed_dropout import use_packed_dropout
 from powerbert.model.surgery import step_rng
@@ -30,12 +37,13 @@ class TrainStep:
     def __init__(self, model: MultitaskBert, optimizer: torch.optim.Optimizer, combiner, config: TrainConfig, device: torch.device):
         self.model, self.optimizer, self.combiner = model, optimizer, combiner
         self.config, self.device = config, device
+        precision = resolve_precision(config.precision, device)
         # The module the passes run on: the model, or a bf16 copy of its encoder with the
         # model's heads (powerbert.training.bf16_passes); AdamW steps the model's fp32 weights.
-        self.passes = Bf16Passes(model) if bf16_training_passes(config.train_weights, config.precision, device) else None
+        self.passes = Bf16Passes(model) if bf16_training_passes(config.train_weights, precision, device) else None
         self.net = self.passes.net if self.passes else model
-        self.autocast = "fp32" if self.passes else config.precision
-        self.net.encoder.set_attn_implementation(training_attention(config.attention, device, config.precision))
+        self.autocast = "fp32" if self.passes else precision
+        self.net.encoder.set_attn_implementation(training_attention(config.attention, device, precision))
         if packed_dropout_masks(config.dropout_masks, device):
             use_packed_dropout(self.net.encoder)
         self.shared = self.net.shared_parameters()
