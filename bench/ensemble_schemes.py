@@ -9,7 +9,7 @@ dev gold to fit anything (temperatures, weights, a stacker) are scored out of fo
 cross-validation, each fold combined by what was fit on the other four, as the product's
 `learned` scheme is. Label-free schemes (equal means of logits or of probabilities) need no CV.
 
-  voting          equal mean of the members' logits (or scores)              the product's, no CV
+  voting          equal mean of the members' logits (or scores)              the product's default, no CV
   weighted        mean weighted by each member's dev score                   the paper's, in-sample
   learned         simplex weights fit on the task's loss                     the product's, CV
   prob-voting     equal mean of the members' probabilities (scores: as voting)

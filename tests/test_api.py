@@ -12,6 +12,7 @@ import pytest
 
 import powerbert
 from powerbert.inference import predict
+from powerbert.results import DEFAULT_SCHEME
 from powerbert.store import Store
 from tests.test_predict import EXPERIMENT, one_torch_thread
 
@@ -48,9 +49,9 @@ def test_answers_agree_with_predict_texts(db):
         answers = ens.predict("sst", sentences)
         with Store(db) as store:
             loaded = predict.load_experiment_models(store, EXPERIMENT, "cpu")
-        direct = predict.predict_texts(loaded, "sst", sentences, "learned")  # the default scheme
-    assert [a.label for a in answers] == [int(x) for x in direct.labels("learned")]
-    np.testing.assert_allclose([a.probabilities for a in answers], direct.probabilities("learned"), atol=1e-9)
+        direct = predict.predict_texts(loaded, "sst", sentences, DEFAULT_SCHEME)
+    assert [a.label for a in answers] == [int(x) for x in direct.labels(DEFAULT_SCHEME)]
+    np.testing.assert_allclose([a.probabilities for a in answers], direct.probabilities(DEFAULT_SCHEME), atol=1e-9)
     assert all(a.name == powerbert.tasks.TASKS["sst"].label_name(a.label) for a in answers)
     pair = ens.predict("sts", [("a b c", "a b d")], scheme="sts")  # one model by its name
     assert 0 <= pair[0].score <= 5 and pair[0].label is None

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from powerbert.cli.app import app
 from powerbert.data.files import read_task_file
+from powerbert.results import DEFAULT_SCHEME
 from powerbert.store import Store
 from tests.test_predict import EXPERIMENT, fail_run, one_torch_thread
 
@@ -63,7 +64,7 @@ def test_report_table_with_charts(db):
     assert result.exit_code == 0, result.output
     for name in (*MODELS, *SCHEMES, "sts Pearson", "▲"):
         assert name in result.stdout
-    assert "sst · learned ensemble · n=60" in result.stdout
+    assert f"sst · {DEFAULT_SCHEME} ensemble · n=60" in result.stdout
     assert "gold × predicted" in result.stdout
 
 
@@ -71,7 +72,7 @@ def test_report_markdown_csv_json(db):
     md = invoke("report", EXPERIMENT, "--format", "markdown", "--db", db)
     assert md.exit_code == 0, md.output
     assert md.stdout.startswith("## PowerBERT · tiny · dev")
-    assert "| *learned* |" in md.stdout and "### Error analysis · learned ensemble" in md.stdout
+    assert "| *learned* |" in md.stdout and f"### Error analysis · {DEFAULT_SCHEME} ensemble" in md.stdout
 
     table = invoke("report", "--format", "csv", "--db", db)
     rows = list(csv.DictReader(io.StringIO(table.stdout)))
@@ -126,7 +127,7 @@ def test_predict_file_tsv_one_row_per_input_row(db, tiny_experiment, tmp_path, t
     lines = out.read_text().splitlines()
     assert lines[0] == "id\tprediction"
     assert [line.split("\t")[0] for line in lines[1:]] == read_task_file(task, source).ids
-    assert f"wrote 20 {task} predictions (learned ensemble of 4 models, tsv)" in result.stderr
+    assert f"wrote 20 {task} predictions ({DEFAULT_SCHEME} ensemble of 4 models, tsv)" in result.stderr
 
 
 def test_predict_file_cs224n_format_with_the_experiment_named(db, tiny_experiment, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from powerbert.outputs import TaskOutputs
+from powerbert.results import DEFAULT_SCHEME
 from powerbert.results.analysis import error_analysis
 from powerbert.results.ensemble import SCHEMES, evaluate_all
 from powerbert.results.report import build_report, render_charts, render_table, to_csv, to_json, to_markdown
@@ -95,7 +96,7 @@ def test_csv_parses_back_to_the_table(report):
 
 def test_json_loads_with_analysis_weights_and_nulls(report):
     data = json.loads(to_json(report))
-    assert data["tasks"] == list(TASKS) and data["analysis_scheme"] == "learned"
+    assert data["tasks"] == list(TASKS) and data["analysis_scheme"] == DEFAULT_SCHEME
     assert data["best"]["sst"] == ["sst"]
     sst = data["analysis"]["sst"]
     assert sum(map(sum, sst["confusion"]["counts"])) == sst["n"] == 60
@@ -115,8 +116,8 @@ def test_nan_scores_become_null_not_nan():
 
 def test_charts_render_error_distributions_and_counts(report):
     text = text_of(render_charts(report))
-    assert "sst · learned ensemble · n=60" in text
-    assert "sts · learned ensemble" in text
+    assert f"sst · {DEFAULT_SCHEME} ensemble · n=60" in text
+    assert f"sts · {DEFAULT_SCHEME} ensemble" in text
     assert "predicted - gold" in text and "gold × predicted" in text
     assert "█" in text and "gold 4" in text and "-4" in text
 

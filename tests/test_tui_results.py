@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from powerbert.results import DEFAULT_SCHEME
 from powerbert.tasks import power_set, subset_name
 from tests.tui_harness import SIZE, TASKS3, make_app, plain, prepare_db, run_async, wait_for
 
@@ -30,9 +31,9 @@ async def test_results_table_and_scheme_choice(db_path):
         names = [row.name for row in screen.report.rows]
         assert names[:7] == [subset_name(s) for s in power_set(TASKS3)]
         assert {"voting", "weighted", "single", "learned"} <= set(names)
-        assert screen.report.analysis_scheme == "learned"
-        screen.query_one("#scheme").value = "voting"
-        await wait_for(pilot, lambda: screen.report.analysis_scheme == "voting", what="the voting analysis")
+        assert screen.report.analysis_scheme == DEFAULT_SCHEME == "voting"
+        screen.query_one("#scheme").value = "learned"
+        await wait_for(pilot, lambda: screen.report.analysis_scheme == "learned", what="the learned analysis")
 
 
 @run_async

@@ -28,7 +28,7 @@ def predict(
     task: Annotated[Optional[str], typer.Option("--task", help="The task of --input: sst, para, sts (or cfimdb). With sentences: only this task.", show_default=False)] = None,
     input_path: Annotated[Optional[Path], typer.Option("--input", help="A CS224N task file to predict (labelled or test-student).", show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Where to write the predictions of --input; default '-', stdout. A file is written atomically.", show_default=False)] = None,
-    scheme: Annotated[Optional[str], typer.Option("--scheme", help="Ensemble that predicts a file: voting, weighted, single, learned, or one model such as sst+para. Default: learned; with sentences, every scheme.", show_default=False)] = None,
+    scheme: Annotated[Optional[str], typer.Option("--scheme", help=f"Ensemble that predicts a file: voting, weighted, single, learned, or one model such as sst+para. Default: {DEFAULT_SCHEME}; with sentences, every scheme.", show_default=False)] = None,
     fmt: Annotated[PredictFormat, typer.Option("--format", help="tsv (id, prediction) or cs224n (the course's submission format; see above).")] = PredictFormat.tsv,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[Optional[str], typer.Option("--precision", help="bf16 (autocast) or fp32. Default: the runs' training precision, the one their dev scores and ensemble weights were measured at.", show_default=False)] = None,

@@ -62,7 +62,7 @@ class Ensemble:
     def predict(self, task: str, inputs: Sequence[str] | Sequence[tuple[str, str]], scheme: str = DEFAULT_SCHEME) -> list[Prediction]:
         """One Prediction per input, in order. `inputs` are sentences for a single-sentence
         task and (sentence1, sentence2) pairs for a pair task; `scheme` is an ensemble scheme
-        (weighted, voting, single, learned, ...) or one model's subset name."""
+        (voting, the default; weighted, single, learned) or one model's subset name."""
         if isinstance(inputs, (str, tuple)):
             what = "a list of (sentence1, sentence2) pairs" if task in TASKS and TASKS[task].is_pair else "a list of sentences"
             raise InputError(f"{task}: inputs must be {what}, not one {type(inputs).__name__}")
