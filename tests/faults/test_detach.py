@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import select
 import signal
 import subprocess
 import termios
@@ -26,13 +27,19 @@ from tests.faults.helpers import CLI, alive, cli_env, wait_until
 FAULTS = ("sigkill", "sighup", "pipe")
 
 
-def _drain(fd: int) -> None:
-    """Read a pty master until it closes, so the follower never blocks on a full terminal."""
-    try:
-        while os.read(fd, 65536):
-            pass
-    except OSError:
-        pass
+def _drain(fd: int, stop: threading.Event) -> None:
+    """Read a pty master until `stop` is set, so the follower never blocks on a full terminal.
+
+    It never blocks in a read: a read still waiting when the test closes the master would hold
+    the terminal open past the close (Linux releases the file when the read returns), and the
+    hang-up would wait for the follower's next write, which on a busy machine can be late."""
+    while not stop.is_set():
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                if not os.read(fd, 65536):
+                    return
+            except OSError:
+                return
 
 
 def _controlling_tty() -> None:  # in the child, after setsid: the pty becomes its terminal
@@ -62,7 +69,9 @@ def test_1_workers_survive_their_launcher_being_killed_hung_up_or_piped_shut(tmp
     launchers["sighup"] = janitor.popen(argv("sighup"), env=env, stdin=slave, stdout=slave, stderr=slave,
                                         start_new_session=True, preexec_fn=_controlling_tty)
     os.close(slave)
-    threading.Thread(target=_drain, args=(master,), daemon=True).start()
+    stop_draining = threading.Event()
+    drainer = threading.Thread(target=_drain, args=(master, stop_draining), daemon=True)
+    drainer.start()
     launchers["pipe"] = janitor.popen(argv("pipe"), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL, start_new_session=True)
 
@@ -87,10 +96,12 @@ def test_1_workers_survive_their_launcher_being_killed_hung_up_or_piped_shut(tmp
 
         # The faults.
         os.kill(launchers["sigkill"].pid, signal.SIGKILL)
+        stop_draining.set()
+        drainer.join()
         os.close(master)  # the terminal hangs up: SIGHUP to the session
         launchers["pipe"].stdout.close()
         wait_until(lambda: launchers["sigkill"].poll() is not None, 30, "the killed launcher to die")
-        wait_until(lambda: launchers["sighup"].poll() is not None, 30, "the hung-up launcher to end")
+        wait_until(lambda: launchers["sighup"].poll() is not None, 60, "the hung-up launcher to end")
         assert launchers["sighup"].returncode == -signal.SIGHUP
 
         # A fresh `powerbert status` (its own connection, nothing shared with the launchers)
@@ -124,4 +135,5 @@ def test_1_workers_survive_their_launcher_being_killed_hung_up_or_piped_shut(tmp
                 out = CliRunner().invoke(app, ["status", name, "--db", str(db)], env={"COLUMNS": "120"}).output
             assert " finished " in f" {_run_row(out)} ", (name, out)
     finally:
+        stop_draining.set()
         store.close()
