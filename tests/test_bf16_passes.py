@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from powerbert.model.multitask import build_model
+from powerbert.training.bf16_passes import Bf16Passes
 from tests.test_alternate import _batches, _train_step
 from tests.test_train import tiny_config
 
@@ -53,3 +54,24 @@ def test_a_bf16_pass_step_has_the_autocast_steps_gradients(tiny_model_dir, toy_d
     assert a.dtype == torch.float32
     # bf16 keeps about 3 significant digits: the two gradients agree to a few percent.
     assert (a - b).norm() / b.norm() < 0.05, ((a - b).norm() / b.norm()).item()
+
+
+def test_each_hand_over_gives_the_weights_the_passes_latest_gradients(tiny_model_dir, toy_data_dir):
+    config = _config(tiny_model_dir, toy_data_dir)
+    model = build_model(config.model, config.tasks, config.heads)
+    passes = Bf16Passes(model)
+    named = list(zip(model.encoder.named_parameters(), passes.net.encoder.parameters(), strict=True))
+    for _ in range(2):  # the second hand-over reuses the fp32 buffers: none may keep the first's values
+        expected = {}
+        for (name, weight), copied in named:
+            weight.grad = None  # as the step's zero_grad(set_to_none=True) leaves them
+            if not name.startswith("pooler."):  # the pooler is unused: it gets no gradient
+                copied.grad = torch.randn_like(copied)
+                expected[name] = copied.grad.float()
+        passes.grads_to_weights()
+        for (name, weight), copied in named:
+            assert copied.grad is None, name
+            if name in expected:
+                assert weight.grad.dtype == torch.float32 and torch.equal(weight.grad, expected[name]), name
+            else:
+                assert weight.grad is None, name
