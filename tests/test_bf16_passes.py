@@ -61,7 +61,7 @@ def test_each_hand_over_gives_the_weights_the_passes_latest_gradients(tiny_model
     model = build_model(config.model, config.tasks, config.heads)
     passes = Bf16Passes(model)
     named = list(zip(model.encoder.named_parameters(), passes.net.encoder.parameters(), strict=True))
-    for _ in range(2):  # the second hand-over reuses the fp32 buffers: none may keep the first's values
+    for _ in range(2):  # twice: a hand-over gives this pass's gradients, nothing left from the one before
         expected = {}
         for (name, weight), copied in named:
             weight.grad = None  # as the step's zero_grad(set_to_none=True) leaves them
