@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 import common
 import torch
@@ -45,18 +46,18 @@ def main() -> int:
     device = torch.device("cpu")
     common.header(f"precision settings, TrainStep on SST, batch 16, {args.threads} threads, {args.rounds} rounds")
 
+    base = TrainConfig(data_dir=str(common.DATA_DIR), tasks=("sst",), max_train=BATCHES * 16, batch_size=16)
+    data = load_training_data(base, "train", lambda _: None)["sst"]
+    encoded = encode_task(data, load_tokenizer(base.model), pair_mode=base.heads.pair_mode("sst"), max_length=base.max_length)
+    batches = [encoded.collate(list(range(i * 16, i * 16 + 16))) for i in range(BATCHES)]  # the same for every setting
     steps = {}
     for setting in SETTINGS:
-        config = TrainConfig(data_dir=str(common.DATA_DIR), tasks=("sst",), max_train=BATCHES * 16, batch_size=16, precision=setting)
-        data = load_training_data(config, "train", lambda _: None)["sst"]
-        encoded = encode_task(data, load_tokenizer(config.model), pair_mode=config.heads.pair_mode("sst"), max_length=config.max_length)
+        config = replace(base, precision=setting)
         model = build_model(config.model, config.tasks, config.heads).train()
-        step = TrainStep(model, make_optimizer(model, config), make_combiner(config.surgery, config.seed, config.balance), config, device)
-        batches = [encoded.collate(list(range(i * 16, i * 16 + 16))) for i in range(BATCHES)]
-        steps[setting] = (step, batches)
+        steps[setting] = TrainStep(model, make_optimizer(model, config), make_combiner(config.surgery, config.seed, config.balance), config, device)
 
     def side(setting: str):
-        step, batches = steps[setting]
+        step = steps[setting]
 
         def run() -> None:
             for i, batch in enumerate(batches):
