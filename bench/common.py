@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere: import the checkout
     sys.path.insert(0, str(ROOT))
 
-DATA_DIR = ROOT.parent / "shared" / "data" / "cs224n"
+# The CS224N task files: ../shared/data/cs224n beside the checkout, or $POWERBERT_BENCH_DATA (a
+# checkout elsewhere, a frozen copy of the code for a long run).
+DATA_DIR = Path(os.environ.get("POWERBERT_BENCH_DATA", ROOT.parent / "shared" / "data" / "cs224n"))
 CACHE_DIR = Path(os.environ.get("POWERBERT_BENCH_CACHE", Path.home() / ".cache" / "powerbert-bench"))
 
 
@@ -54,8 +56,11 @@ def trimmed_data(folder: Path, rows: int | None = 200, train_rows: int | None = 
     scores at chance on dev. (quora-train's malformed row is past its first 200.)"""
     import random
 
+    sources = sorted(DATA_DIR.glob("*.csv"))
+    if not sources:
+        sys.exit(f"{DATA_DIR}: no CS224N task files (*.csv) there; set POWERBERT_BENCH_DATA to their folder")
     folder.mkdir(parents=True, exist_ok=True)
-    for src in DATA_DIR.glob("*.csv"):
+    for src in sources:
         with open(src, encoding="utf-8") as f:
             header, *lines = f.readlines()
         # Whole records: a record starts at a line that starts with a row number and a tab.

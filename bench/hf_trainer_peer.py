@@ -11,9 +11,12 @@ weight decay 0.01, gradient clipping at 1, dropout 0.1, mean pooling, scoring th
 after every epoch. SST: a linear head on the pooled
 embedding, cross-entropy, accuracy. STS: each sentence embedded alone, prediction |cos(u, v)| * 5,
 MSE, Pearson r (the paper's cosine fine-tuning). The Trainer side is set up as a careful user
-would: bf16 mixed precision, length-grouped batches (`train_sampling_strategy="group_by_length"`),
-fused AdamW (its default), no checkpoints, no logging integrations. PowerBERT's side is
-`train_subset` with the same settings, as `powerbert train` runs it (checkpoints included).
+would: bf16 mixed precision where the CPU has bf16 matmul kernels (without them torch multiplies
+bf16 matrices in a plain loop, 16-25x slower than fp32, so a careful user leaves bf16 off there),
+length-grouped batches (`train_sampling_strategy="group_by_length"`), fused AdamW (its default),
+no checkpoints, no logging integrations. PowerBERT's side is
+`train_subset` with the same settings, as `powerbert train` runs it (checkpoints included; its
+default `precision = "auto"` makes the same choice of bf16 or fp32).
 
 Each side runs in a fresh process (so neither inherits the other's threads or allocator tuning),
 one after the other, alternating which goes first per task; both use torch's default threads.
@@ -35,6 +38,9 @@ import time
 from pathlib import Path
 
 import common
+import torch
+
+from powerbert.model.device import fast_bf16, resolve_precision
 
 TARGET_RATIO = 1.3
 SCORE_MARGIN = 0.005  # PowerBERT's dev score may be this much below Trainer's
@@ -154,7 +160,7 @@ def trainer_side(task: str, data_dir: str, settings: dict) -> dict:
             output_dir=out, per_device_train_batch_size=settings["batch_size"], per_device_eval_batch_size=64,
             learning_rate=settings["lr"], num_train_epochs=settings["epochs"], weight_decay=settings["weight_decay"],
             warmup_steps=settings["warmup"], lr_scheduler_type="linear", max_grad_norm=1.0, seed=settings["seed"],
-            bf16=True, use_cpu=True, train_sampling_strategy="group_by_length",
+            bf16=fast_bf16(torch.device("cpu")), use_cpu=True, train_sampling_strategy="group_by_length",
             eval_strategy="epoch", save_strategy="no", logging_strategy="no", report_to="none",
             label_names=["labels"], remove_unused_columns=False, disable_tqdm=True,
         )
@@ -207,8 +213,9 @@ def main() -> int:
     if not tasks or set(tasks) - {"sst", "sts"}:
         parser.error(f"--tasks {args.tasks}: expected sst, sts or both")
     settings = recipe(args)
+    precision = resolve_precision("auto", torch.device("cpu"))
     common.header(f"powerbert train vs transformers.Trainer: {args.rows} rows x {args.epochs} epochs, lr {args.lr:g}, "
-                  f"batch {args.batch_size}, max length {args.max_length}, seed {args.seed}")
+                  f"batch {args.batch_size}, max length {args.max_length}, seed {args.seed}, both sides {precision}")
     ratios, scores_ok = [], True
     with tempfile.TemporaryDirectory(prefix="peer-data-") as tmp:
         data_dir = common.trimmed_data(Path(tmp), rows=None, train_rows=args.rows)

@@ -23,7 +23,7 @@ import torch
 
 from powerbert.config import TrainConfig
 from powerbert.data.batching import encode_task
-from powerbert.model.device import resolve_precision, tune_cpu_runtime
+from powerbert.model.device import batch_width_multiple, resolve_precision, tune_cpu_runtime
 from powerbert.model.multitask import build_model, load_tokenizer
 from powerbert.model.surgery import make_combiner
 from powerbert.training.step import TrainStep, make_optimizer
@@ -49,7 +49,10 @@ def main() -> int:
     base = TrainConfig(data_dir=str(common.DATA_DIR), tasks=("sst",), max_train=BATCHES * 16, batch_size=16)
     data = load_training_data(base, "train", lambda _: None)["sst"]
     encoded = encode_task(data, load_tokenizer(base.model), pair_mode=base.heads.pair_mode("sst"), max_length=base.max_length)
-    batches = [encoded.collate(list(range(i * 16, i * 16 + 16))) for i in range(BATCHES)]  # the same for every setting
+    batches = {}  # the same rows for every setting, padded as a run at that precision pads them
+    for precision in ("bf16", "fp32"):
+        encoded.pad_multiple = batch_width_multiple(device, precision)
+        batches[precision] = [encoded.collate(list(range(i * 16, i * 16 + 16))) for i in range(BATCHES)]
     steps = {}
     for setting in SETTINGS:
         config = replace(base, precision=setting)
@@ -57,10 +60,10 @@ def main() -> int:
         steps[setting] = TrainStep(model, make_optimizer(model, config), make_combiner(config.surgery, config.seed, config.balance), config, device)
 
     def side(setting: str):
-        step = steps[setting]
+        step, padded = steps[setting], batches[resolve_precision(setting, device)]
 
         def run() -> None:
-            for i, batch in enumerate(batches):
+            for i, batch in enumerate(padded):
                 step({"sst": batch}, step=i)
         return run
 

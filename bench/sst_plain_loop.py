@@ -5,8 +5,9 @@ quality reference for `powerbert train --tasks sst` (bench/RESULTS.md, "What Min
     powerbert train --tasks sst --data-dir ../shared/data/cs224n --max-train 0 --epochs 2 --lr 5e-5 --batch-size 16 --seed 0
 
 The loop: the whole training file shuffled each epoch, tokenised and padded per batch (max
-length 128), the default MiniLM encoder under bf16 autocast, mean pooling, dropout 0.1 and a
-linear head computed in fp32, AdamW (weight decay 0.01), linear decay without warm-up, gradient
+length 128), the default MiniLM encoder under bf16 autocast where the CPU has bf16 kernels and
+in fp32 where it has not (`--precision`, decided as PowerBERT's `precision = "auto"` decides), mean
+pooling, dropout 0.1 and a linear head computed in fp32, AdamW (weight decay 0.01), linear decay without warm-up, gradient
 clipping at 1. It prints the dev accuracy after each epoch. It shares only the model loading
 and the file reader with PowerBERT, so a gap between the two points at the training code.
 """
@@ -21,6 +22,7 @@ import common
 import torch
 
 from powerbert.data.files import load_split
+from powerbert.model.device import resolve_precision
 from powerbert.model.multitask import load_encoder, load_tokenizer
 
 
@@ -33,7 +35,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step", choices=["plain", "powerbert"], default="plain",
                         help="powerbert: the same batches through PowerBERT's model and TrainStep (the isolation of bench/RESULTS.md)")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="auto: bf16 autocast where this CPU has bf16 matmul kernels, fp32 where it has not")
     args = parser.parse_args()
+    # Without bf16 kernels torch multiplies bf16 matrices in a plain loop, 16-25x slower than fp32
+    # (bench/RESULTS.md, "bf16 on a CPU without AVX-512"): a careful user turns autocast off there.
+    precision = resolve_precision(args.precision, torch.device("cpu"))
 
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
@@ -46,16 +53,16 @@ def main() -> None:
     steps = args.epochs * -(-len(train) // args.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
     if args.step == "powerbert":
-        product_step = powerbert_step(encoder, head, steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+        product_step = powerbert_step(encoder, head, steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed, precision=precision)
 
     def embed(texts: list[str]) -> torch.Tensor:
         batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             states = encoder(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).float()
         return (states.float() * mask).sum(1) / mask.sum(1)
 
-    common.header(f"sst, plain loop: lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}")
+    common.header(f"sst, plain loop: lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}, {precision}")
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         encoder.train()

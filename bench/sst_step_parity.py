@@ -3,6 +3,11 @@ exact SST batches (bench/sst_plain_loop.py: shuffled rows padded per batch) thro
 the same weights, dropout off, one variant at a time.
 
     python bench/sst_step_parity.py                 # 40 steps, 2 threads, about a minute
+    python bench/sst_step_parity.py --precision fp32
+
+Every side runs at one precision: `--precision`, by default bf16 autocast where the CPU has bf16
+matmul kernels and fp32 where it has not (as PowerBERT's `precision = "auto"` decides). Under
+fp32 the "head under autocast" variant is the plain loop again.
 
 Every variant starts from the same encoder and head weights and trains on the same 40 batches
 of 16 with AdamW (lr 5e-5, weight decay 0.01, linear decay over one epoch's 534 steps, clipping
@@ -24,6 +29,7 @@ import torch
 from sst_plain_loop import powerbert_step
 
 from powerbert.data.files import load_split
+from powerbert.model.device import resolve_precision
 from powerbert.model.multitask import load_encoder, load_tokenizer
 
 EPOCH_STEPS = 534  # one epoch of the whole SST file at batch 16: the schedule of a real run
@@ -41,14 +47,15 @@ def batches(data_dir: str, steps: int, seed: int):
     return out
 
 
-def plain(encoder, head, data, *, head_in_autocast=False, fused=False):
-    """bench/sst_plain_loop.py's step: encoder under bf16 autocast, pooling and head in fp32."""
+def plain(encoder, head, data, *, precision, head_in_autocast=False, fused=False):
+    """bench/sst_plain_loop.py's step: encoder under bf16 autocast (at precision bf16), pooling
+    and head in fp32."""
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=5e-5, weight_decay=0.01, fused=fused or None)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / EPOCH_STEPS))
     losses = []
     for encoded, labels in data:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             states = encoder(**encoded).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).to(states.dtype)
             pooled = (states * mask).sum(1) / mask.sum(1)
@@ -77,7 +84,10 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(common.DATA_DIR))
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="auto: bf16 autocast where this CPU has bf16 matmul kernels, fp32 where it has not")
     args = parser.parse_args()
+    precision = resolve_precision(args.precision, torch.device("cpu"))
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = batches(args.data_dir, args.steps, 0)
@@ -85,16 +95,17 @@ def main() -> None:
     head0 = torch.nn.Linear(encoder0.config.hidden_size, 5)
 
     variants = {
-        "plain loop": lambda e, h: plain(e, h, data),
-        "plain loop, again": lambda e, h: plain(e, h, data),
-        "plain, head under autocast": lambda e, h: plain(e, h, data, head_in_autocast=True),
-        "plain, fused AdamW": lambda e, h: plain(e, h, data, fused=True),
-        "TrainStep (the product)": lambda e, h: product(e, h, data),
-        "TrainStep, passes on fp32": lambda e, h: product(e, h, data, train_weights="fp32"),
-        "TrainStep, fp32": lambda e, h: product(e, h, data, precision="fp32"),
-        "TrainStep, PCGrad off": lambda e, h: product(e, h, data, surgery="sum"),
+        "plain loop": lambda e, h: plain(e, h, data, precision=precision),
+        "plain loop, again": lambda e, h: plain(e, h, data, precision=precision),
+        "plain, head under autocast": lambda e, h: plain(e, h, data, precision=precision, head_in_autocast=True),
+        "plain, fused AdamW": lambda e, h: plain(e, h, data, precision=precision, fused=True),
+        "TrainStep (the product)": lambda e, h: product(e, h, data, precision=precision),
+        "TrainStep, PCGrad off": lambda e, h: product(e, h, data, precision=precision, surgery="sum"),
     }
-    common.header(f"sst step parity: {args.steps} batches of the plain loop through each variant, dropout off")
+    if precision == "bf16":  # the product's bf16 levers, each undone
+        variants["TrainStep, passes on fp32"] = lambda e, h: product(e, h, data, precision="bf16", train_weights="fp32")
+        variants["TrainStep, fp32"] = lambda e, h: product(e, h, data, precision="fp32")
+    common.header(f"sst step parity: {args.steps} batches of the plain loop through each variant, dropout off, {precision}")
     reference = None
     for name, train in variants.items():
         encoder, head = copy.deepcopy(encoder0), copy.deepcopy(head0)

@@ -110,7 +110,7 @@ class PowerBertSide:
         import torch
 
         from powerbert.config import TrainConfig, apply_overrides
-        from powerbert.model.device import tune_cpu_runtime
+        from powerbert.model.device import batch_width_multiple, resolve_precision, tune_cpu_runtime
         from powerbert.model.multitask import build_model, load_tokenizer
         from powerbert.model.surgery import make_combiner
         from powerbert.training.step import TrainStep, make_optimizer
@@ -126,6 +126,9 @@ class PowerBertSide:
                   "train_weights": train_weights, "dropout_masks": dropout_masks}
         # Checked as any setting is (None: the product's own choice).
         self.config = apply_overrides(TrainConfig(tasks=(task,), batch_size=BATCH, seed=seed), levers)
+        # Batches as wide as a run at this precision pads them.
+        cpu = torch.device("cpu")
+        self.pad_multiple = batch_width_multiple(cpu, resolve_precision(self.config.precision, cpu))
         self.bucketing, self.seed = bucketing, seed
         model = build_model(self.config.model, self.config.tasks, self.config.heads)
         optimizer = make_optimizer(model, self.config)
@@ -145,7 +148,7 @@ class PowerBertSide:
         start = time.perf_counter()
         name = self.data.task.name
         encoded = encode_task(self.data, self.tokenizer, pair_mode=self.config.heads.pair_mode(name),
-                              max_length=self.config.max_length)
+                              max_length=self.config.max_length, pad_multiple=self.pad_multiple)
         if self.bucketing:
             stream = TaskStream(encoded, BATCH, self.seed, None)
             self.batches = [stream.batch(self.passes * stream.batches_per_pass + k) for k in range(stream.batches_per_pass)]
@@ -167,16 +170,26 @@ class PowerBertSide:
 
 
 def lever_specs(levers: bool, compile_: bool) -> dict[str, tuple[str, dict]]:
+    import torch
+
+    from powerbert.model.device import resolve_precision, training_attention
+
     specs = {"reference": ("ReferenceSide", {}), "powerbert": ("PowerBertSide", {})}
     if levers:
+        # Each lever the product's own choice on this CPU, switched the other way. Where the CPU has
+        # no bf16 kernels the product runs fp32, and a bf16 side would only time torch's fallback.
+        cpu = torch.device("cpu")
+        precision = resolve_precision("auto", cpu)
+        other_attention = "sdpa" if training_attention("auto", cpu, precision) == "eager" else "eager"
+        if precision == "bf16":
+            specs["powerbert, fp32"] = ("PowerBertSide", {"precision": "fp32"})
+            specs["powerbert, passes under autocast"] = ("PowerBertSide", {"train_weights": "fp32"})
         specs.update({
-            "powerbert, fp32": ("PowerBertSide", {"precision": "fp32"}),
             "powerbert, no bucketing": ("PowerBertSide", {"bucketing": False}),
             "powerbert, allocator untuned": ("PowerBertSide", {"tuned": False}),
             "powerbert, default AdamW": ("PowerBertSide", {"fused": False}),
-            "powerbert, SDPA attention": ("PowerBertSide", {"attention": "sdpa"}),
+            f"powerbert, {other_attention} attention": ("PowerBertSide", {"attention": other_attention}),
             "powerbert, dense embedding table": ("PowerBertSide", {"embedding_update": "dense"}),
-            "powerbert, passes under autocast": ("PowerBertSide", {"train_weights": "fp32"}),
             "powerbert, torch's dropout masks": ("PowerBertSide", {"dropout_masks": "torch"}),
             "powerbert, 1 thread": ("PowerBertSide", {"threads": 1}),
         })

@@ -1,7 +1,7 @@
 """Length bucketing (`bucket_window`): wide windows give batches of near-equal lengths, a window
 of one batch gives batches of random rows; either way a pass serves every row once. And padding:
-a batch is as wide as its longest row rounded up to a multiple of eight, and the extra columns
-change nothing the model computes."""
+a batch is as wide as its longest row, rounded up to a multiple where the device wants one, and
+the extra columns change nothing the model computes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from powerbert.config import TrainConfig, apply_overrides
-from powerbert.data.batching import PAD_MULTIPLE, EncodedTask, bucketed_batches
+from powerbert.data.batching import EncodedTask, bucketed_batches
 from powerbert.errors import ConfigError
 
 
@@ -39,20 +39,26 @@ def test_a_window_below_one_batch_is_refused_naming_the_setting():
         apply_overrides(TrainConfig(), {"bucket_window": 0})
 
 
-def test_batches_are_padded_to_a_multiple_of_eight_never_past_max_length():
-    """A batch's width is its longest row rounded up to PAD_MULTIPLE, capped at max_length; the
+def test_batches_are_padded_to_their_multiple_never_past_max_length():
+    """A batch's width is its longest row rounded up to its pad_multiple, capped at max_length; the
     mask marks each row's own tokens, the ids and token types beyond them are padding."""
     first = [[2, 7, 3], [2, 7, 8, 9, 3], [2, 3]]
-    encoded = EncodedTask("x", ["a", "b", "c"], None, first, [[0] * len(r) for r in first], None, pad_id=0, max_length=128)
+    encoded = EncodedTask("x", ["a", "b", "c"], None, first, [[0] * len(r) for r in first], None, pad_id=0, max_length=128, pad_multiple=8)
     batch = encoded.collate([0, 1, 2])
-    assert PAD_MULTIPLE == 8 and batch.a["input_ids"].shape == (3, 8)
+    assert batch.a["input_ids"].shape == (3, 8)
     assert batch.a["attention_mask"].sum(1).tolist() == [3, 5, 2]
     assert batch.a["input_ids"][1].tolist() == [2, 7, 8, 9, 3, 0, 0, 0]
     assert batch.a["token_type_ids"].shape == (3, 8) and batch.a["token_type_ids"].sum() == 0
     long_rows = [[5] * 11, [5] * 9]
-    assert EncodedTask("x", ["a", "b"], None, long_rows, None, long_rows, 0, max_length=12).collate([0, 1]).a["input_ids"].shape == (2, 12)
-    assert EncodedTask("x", ["a", "b"], None, long_rows, None, None, 0, max_length=11).collate([0, 1]).a["input_ids"].shape == (2, 11)
-    assert EncodedTask("x", ["a"], None, [[5] * 16], None, None, 0, max_length=128).collate([0]).a["input_ids"].shape == (1, 16)
+    by_eight = lambda rows, second, max_length: EncodedTask("x", ["a"] * len(rows), None, rows, None, second, 0, max_length, 8)  # noqa: E731
+    assert by_eight(long_rows, long_rows, 12).collate([0, 1]).a["input_ids"].shape == (2, 12)
+    assert by_eight(long_rows, long_rows, 12).collate([0, 1]).b["input_ids"].shape == (2, 12)
+    assert by_eight(long_rows, None, 11).collate([0, 1]).a["input_ids"].shape == (2, 11)
+    assert by_eight([[5] * 16], None, 128).collate([0]).a["input_ids"].shape == (1, 16)
+    # Without a multiple (a CPU in fp32), a batch is exactly as wide as its longest row.
+    plain = EncodedTask("x", ["a", "b", "c"], None, first, [[0] * len(r) for r in first], None, pad_id=0, max_length=128)
+    assert plain.collate([0, 1, 2]).a["input_ids"].shape == (3, 5)
+    assert plain.collate([0, 1, 2]).a["token_type_ids"].shape == (3, 5)
 
 
 def test_the_padding_columns_change_no_embedding(tiny_model_dir):
@@ -67,7 +73,7 @@ def test_the_padding_columns_change_no_embedding(tiny_model_dir):
     for pooling in ("mean", "cls"):
         torch.manual_seed(0)
         model = MultitaskBert(load_encoder(str(tiny_model_dir), weights=False), ("sst",), HeadConfig(pooling=pooling)).eval()
-        batch = EncodedTask("x", ["a", "b", "c"], None, rows, None, None, 0, max_length=128).collate([0, 1, 2])
+        batch = EncodedTask("x", ["a", "b", "c"], None, rows, None, None, 0, max_length=128, pad_multiple=8).collate([0, 1, 2])
         assert batch.a["input_ids"].shape[1] == 16
         with torch.no_grad():
             together = model.embed(batch.a)

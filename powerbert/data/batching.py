@@ -27,12 +27,6 @@ from powerbert.data.files import TaskData
 # nearly uniform in length, narrow enough that the order stays random across the epoch.
 BUCKET_WINDOW_BATCHES = 50
 
-# A batch's width is rounded up to a multiple of this many tokens (the columns added are masked).
-# Fewer distinct shapes: on a CPU a step at a width not seen before is slower (oneDNN builds its
-# bf16 kernels per shape), and a GPU's tensor cores want multiples of 8. Measured in
-# bench/RESULTS.md ("Padding batches to a multiple of 8").
-PAD_MULTIPLE = 8
-
 
 @dataclass
 class Batch:
@@ -74,6 +68,9 @@ class EncodedTask:
     second: list[list[int]] | None  # token ids of the second sentence in bi mode
     pad_id: int
     max_length: int  # the longest an input may be: batches are never padded past it
+    # A batch's width is its longest row rounded up to a multiple of this (the columns added are
+    # masked); where it pays depends on the device: powerbert.model.device.batch_width_multiple.
+    pad_multiple: int = 1
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,22 +84,23 @@ class EncodedTask:
 
     def collate(self, indices: list[int] | np.ndarray) -> Batch:
         indices = [int(i) for i in indices]
-        a = _pad([self.first[i] for i in indices], self.pad_id, self.max_length)
+        pad = lambda rows, pad_id: _pad(rows, pad_id, self.max_length, self.pad_multiple)  # noqa: E731
+        a = pad([self.first[i] for i in indices], self.pad_id)
         if self.first_types is not None:
-            a["token_type_ids"] = _pad([self.first_types[i] for i in indices], 0, self.max_length)["input_ids"]
-        b = _pad([self.second[i] for i in indices], self.pad_id, self.max_length) if self.second else None
+            a["token_type_ids"] = pad([self.first_types[i] for i in indices], 0)["input_ids"]
+        b = pad([self.second[i] for i in indices], self.pad_id) if self.second else None
         labels = None
         if self.labels is not None:
             labels = torch.from_numpy(self.labels[indices].astype(np.float32))
         return Batch(self.task, a, b, labels, indices)
 
 
-def _pad(rows: list[list[int]], pad_id: int, max_length: int) -> dict[str, torch.Tensor]:
-    """Token ids padded to the batch's width (its longest row rounded up to PAD_MULTIPLE, at
-    most max_length) and the attention mask that marks the real tokens."""
+def _pad(rows: list[list[int]], pad_id: int, max_length: int, multiple: int) -> dict[str, torch.Tensor]:
+    """Token ids padded to the batch's width (its longest row rounded up to `multiple`, at most
+    max_length) and the attention mask that marks the real tokens."""
     lengths = torch.tensor([len(r) for r in rows])
     longest = int(lengths.max())
-    width = max(longest, min(math.ceil(longest / PAD_MULTIPLE) * PAD_MULTIPLE, max_length))
+    width = max(longest, min(math.ceil(longest / multiple) * multiple, max_length))
     ids = pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=pad_id)
     ids = F.pad(ids, (0, width - longest), value=pad_id)
     mask = (torch.arange(width) < lengths[:, None]).long()
@@ -124,8 +122,8 @@ def encode_texts(
     return enc["input_ids"], enc.get("token_type_ids") if second is not None else None
 
 
-def encode_task(data: TaskData, tokenizer, *, pair_mode: PairMode, max_length: int) -> EncodedTask:
-    """Tokenise every row of `data` once."""
+def encode_task(data: TaskData, tokenizer, *, pair_mode: PairMode, max_length: int, pad_multiple: int = 1) -> EncodedTask:
+    """Tokenise every row of `data` once; its batches' widths are rounded up to `pad_multiple`."""
     task = data.task
     ids = [ex.id for ex in data.examples]
     labels = None
@@ -142,7 +140,7 @@ def encode_task(data: TaskData, tokenizer, *, pair_mode: PairMode, max_length: i
             second, _ = encode_texts(tokenizer, seconds, max_length)
     else:
         first, _ = encode_texts(tokenizer, firsts, max_length)
-    return EncodedTask(task.name, ids, labels, first, first_types, second, tokenizer.pad_token_id, max_length)
+    return EncodedTask(task.name, ids, labels, first, first_types, second, tokenizer.pad_token_id, max_length, pad_multiple)
 
 
 def bucketed_batches(

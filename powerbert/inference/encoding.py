@@ -12,7 +12,7 @@ import torch
 from powerbert.data.batching import EncodedTask, encode_texts, sorted_batches
 from powerbert.errors import InputError
 from powerbert.inference.loading import LoadedExperiment, LoadedModel
-from powerbert.model.device import autocast_for
+from powerbert.model.device import autocast_for, batch_width_multiple
 from powerbert.tasks import TASKS
 
 BATCH_SIZE = 64  # rows per forward pass
@@ -86,6 +86,7 @@ def embed_keys(loaded: LoadedExperiment, member: LoadedModel, keys: list[tuple],
             first=[list(k[0]) for k in todo],
             first_types=[list(k[1]) if len(k) == 2 else [0] * len(k[0]) for k in todo],
             second=None, pad_id=loaded.tokenizer.pad_token_id, max_length=member.config.max_length,
+            pad_multiple=batch_width_multiple(loaded.device, loaded.precision),
         )
         for indices in sorted_batches(encoded.lengths(), BATCH_SIZE):
             batch = encoded.collate(indices).to(loaded.device)

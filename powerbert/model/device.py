@@ -68,6 +68,17 @@ def training_attention(setting: str, device: torch.device, precision: str) -> st
     return "eager" if device.type == "cpu" and precision == "bf16" else "sdpa"
 
 
+def batch_width_multiple(device: torch.device, precision: str) -> int:
+    """What a batch's width is rounded up to (powerbert.data.batching pads to it, masked).
+
+    8 on a GPU, whose tensor cores want multiples of 8, and on a CPU under bf16, where oneDNN
+    builds its bf16 kernels per shape: about 8 SST widths instead of about 50 trained 3% faster.
+    1 on a CPU in fp32, where the columns added are only more work: an SST run trained 7% faster
+    at the same dev accuracy without them (bench/RESULTS.md, "Padding batches to a multiple of
+    8" and "fp32 on a CPU without AVX-512")."""
+    return 1 if device.type == "cpu" and precision == "fp32" else 8
+
+
 def row_embedding_update(setting: str, device: torch.device) -> bool:
     """Whether the word-embedding table trains from a sparse gradient on the rows a step
     touches (powerbert.training.row_adamw) rather than as one dense tensor: on a CPU, where

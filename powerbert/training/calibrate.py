@@ -100,6 +100,7 @@ def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_mess
     """The timings for `tasks` under `config` on its device with `threads` torch threads, from
     the cache where it has them, measured otherwise."""
     from powerbert.model.device import (
+        batch_width_multiple,
         bf16_training_passes,
         packed_dropout_masks,
         resolve_device,
@@ -116,7 +117,8 @@ def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_mess
     kernels = [training_attention(config.attention, torch_device, config.precision),
                row_embedding_update(config.embedding_update, torch_device),
                bf16_training_passes(config.train_weights, config.precision, torch_device),
-               packed_dropout_masks(config.dropout_masks, torch_device)]
+               packed_dropout_masks(config.dropout_masks, torch_device),
+               batch_width_multiple(torch_device, config.precision)]
     cache = _load_cache()
     keys = {t: _key(config, device, kernels, threads, t) for t in tasks}
     common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, kernels, threads, config.surgery, config.balance,
@@ -144,7 +146,7 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
     from powerbert.data.batching import encode_task, sorted_batches
     from powerbert.data.files import load_split
     from powerbert.model import checkpoint as ckpt
-    from powerbert.model.device import autocast_for, resolve_device, tune_cpu_runtime
+    from powerbert.model.device import autocast_for, batch_width_multiple, resolve_device, tune_cpu_runtime
     from powerbert.model.multitask import build_model, load_tokenizer
     from powerbert.model.surgery import make_combiner
     from powerbert.training.step import TrainStep, make_optimizer
@@ -167,8 +169,9 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
             train = load_split(task, config.data_dir, "train", skip_bad_rows=True)
             dev = load_split(task, config.data_dir, "dev", skip_bad_rows=True)
             mode = config.heads.pair_mode(task)
-            encoded = encode_task(train, tokenizer, pair_mode=mode, max_length=config.max_length)
-            dev_encoded = encode_task(dev, tokenizer, pair_mode=mode, max_length=config.max_length)
+            multiple = batch_width_multiple(device, config.precision)
+            encoded = encode_task(train, tokenizer, pair_mode=mode, max_length=config.max_length, pad_multiple=multiple)
+            dev_encoded = encode_task(dev, tokenizer, pair_mode=mode, max_length=config.max_length, pad_multiple=multiple)
             tokenize_row_s = (time.perf_counter() - start) / max(1, len(train) + len(dev))
             stream = streams[task] = TaskStream(encoded, config.batch_size, config.seed, config.max_train, config.bucket_window)
             model.train()

@@ -31,7 +31,7 @@ from powerbert.data.batching import (
 )
 from powerbert.errors import TrainingDiverged
 from powerbert.model import checkpoint as ckpt
-from powerbert.model.device import autocast_for, resolve_device, resolve_precision, tune_cpu_runtime
+from powerbert.model.device import autocast_for, batch_width_multiple, resolve_device, resolve_precision, tune_cpu_runtime
 from powerbert.model.multitask import MultitaskBert, build_model, load_tokenizer
 from powerbert.model.surgery import make_combiner
 from powerbert.outputs import TaskOutputs
@@ -101,7 +101,8 @@ def train_subset(
     tokenizer = load_tokenizer(config.model)
     train_data = load_training_data(config, "train", callbacks.on_message)
     dev_data = load_training_data(config, "dev", callbacks.on_message)
-    encode = lambda d: encode_task(d, tokenizer, pair_mode=config.heads.pair_mode(d.task.name), max_length=config.max_length)  # noqa: E731
+    encode = lambda d: encode_task(d, tokenizer, pair_mode=config.heads.pair_mode(d.task.name), max_length=config.max_length,  # noqa: E731
+                                   pad_multiple=batch_width_multiple(device, config.precision))
     streams = {n: TaskStream(encode(d), config.batch_size, config.seed, config.max_train, config.bucket_window) for n, d in train_data.items()}
     dev = {n: encode(d) for n, d in dev_data.items()}
 
