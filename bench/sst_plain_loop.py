@@ -10,6 +10,11 @@ in fp32 where it has not (`--precision`, decided as PowerBERT's `precision = "au
 pooling, dropout 0.1 and a linear head computed in fp32, AdamW (weight decay 0.01), linear decay without warm-up, gradient
 clipping at 1. It prints the dev accuracy after each epoch. It shares only the model loading
 and the file reader with PowerBERT, so a gap between the two points at the training code.
+
+`--step powerbert` feeds the same batches, with the same generator for the dropout masks,
+through PowerBERT's model, optimizer, schedule and `TrainStep` instead; `--set KEY=VALUE` changes
+one of that step's settings (`embedding_update=dense dropout_masks=torch` undo the CPU's levers
+that compute or draw differently from the plain step).
 """
 
 from __future__ import annotations
@@ -37,7 +42,11 @@ def main() -> None:
                         help="powerbert: the same batches through PowerBERT's model and TrainStep (the isolation of bench/RESULTS.md)")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                         help="auto: bf16 autocast where this CPU has bf16 matmul kernels, fp32 where it has not")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --step powerbert: a setting of PowerBERT's step (e.g. embedding_update=dense)")
     args = parser.parse_args()
+    if args.settings and args.step != "powerbert":
+        parser.error("--set applies to --step powerbert only")
     # Without bf16 kernels torch multiplies bf16 matrices in a plain loop, 16-25x slower than fp32
     # (bench/RESULTS.md, "bf16 on a CPU without AVX-512"): a careful user turns autocast off there.
     precision = resolve_precision(args.precision, torch.device("cpu"))
@@ -53,7 +62,14 @@ def main() -> None:
     steps = args.epochs * -(-len(train) // args.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
     if args.step == "powerbert":
-        product_step = powerbert_step(encoder, head, steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed, precision=precision)
+        from powerbert.config import parse_settings
+
+        # Building PowerBERT's model draws its own head's weights (then replaced by `head`): put
+        # the generator back, so that the dropout masks are the plain loop's draws too.
+        rng_state = torch.get_rng_state()
+        product_step = powerbert_step(encoder, head, steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                                      precision=precision, **parse_settings(args.settings))
+        torch.set_rng_state(rng_state)
 
     def embed(texts: list[str]) -> torch.Tensor:
         batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
@@ -62,7 +78,8 @@ def main() -> None:
         mask = batch["attention_mask"].unsqueeze(-1).float()
         return (states.float() * mask).sum(1) / mask.sum(1)
 
-    common.header(f"sst, plain loop: lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}, {precision}")
+    step = "plain step" if args.step == "plain" else " ".join(["PowerBERT's TrainStep", *args.settings])
+    common.header(f"sst, plain loop's batches: lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}, {precision}, {step}")
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         encoder.train()
