@@ -13,8 +13,8 @@ and the file reader with PowerBERT, so a gap between the two points at the train
 
 `--step powerbert` feeds the same batches, with the same generator for the dropout masks,
 through PowerBERT's model, optimizer, schedule and `TrainStep` instead; `--set KEY=VALUE` changes
-one of that step's settings (`embedding_update=dense dropout_masks=torch` undo the CPU's levers
-that compute or draw differently from the plain step).
+one of that step's settings (`embedding_update=rows dropout_masks=packed` are the opt-in CPU
+levers that compute or draw differently from the plain step).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                         help="auto: bf16 autocast where this CPU has bf16 matmul kernels, fp32 where it has not")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --step powerbert: a setting of PowerBERT's step (e.g. embedding_update=dense)")
+                        help="with --step powerbert: a setting of PowerBERT's step (e.g. embedding_update=rows)")
     args = parser.parse_args()
     if args.settings and args.step != "powerbert":
         parser.error("--set applies to --step powerbert only")

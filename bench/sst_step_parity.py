@@ -101,9 +101,9 @@ def main() -> None:
         "plain, fused AdamW": lambda e, h: plain(e, h, data, precision=precision, fused=True),
         "TrainStep (the product)": lambda e, h: product(e, h, data, precision=precision),
         "TrainStep, PCGrad off": lambda e, h: product(e, h, data, precision=precision, surgery="sum"),
-        # The CPU's lazy (row-wise) table update moves untouched rows only when a batch touches
-        # them again, where AdamW's momentum moves every row every step: undone, the dense table.
-        "TrainStep, dense table": lambda e, h: product(e, h, data, precision=precision, embedding_update="dense"),
+        # The opt-in lazy (row-wise) table update moves untouched rows only when a batch touches
+        # them again, where AdamW's momentum moves every row every step.
+        "TrainStep, row-wise table": lambda e, h: product(e, h, data, precision=precision, embedding_update="rows"),
     }
     if precision == "bf16":  # the product's bf16 levers, each undone
         variants["TrainStep, passes on fp32"] = lambda e, h: product(e, h, data, precision="bf16", train_weights="fp32")

@@ -101,7 +101,7 @@ class ReferenceSide:
 
 
 class PowerBertSide:
-    """The product's step path; the keyword switches turn single levers off for --levers."""
+    """The product's step path; the keyword switches turn single levers the other way for --levers."""
 
     def __init__(self, task: str, rows: int, seed: int, threads: int | None = None, precision: str | None = None,
                  bucketing: bool = True, tuned: bool = True, fused: bool = True, attention: str | None = None,
@@ -189,8 +189,8 @@ def lever_specs(levers: bool, compile_: bool) -> dict[str, tuple[str, dict]]:
             "powerbert, allocator untuned": ("PowerBertSide", {"tuned": False}),
             "powerbert, default AdamW": ("PowerBertSide", {"fused": False}),
             f"powerbert, {other_attention} attention": ("PowerBertSide", {"attention": other_attention}),
-            "powerbert, dense embedding table": ("PowerBertSide", {"embedding_update": "dense"}),
-            "powerbert, torch's dropout masks": ("PowerBertSide", {"dropout_masks": "torch"}),
+            "powerbert, row-wise embedding table": ("PowerBertSide", {"embedding_update": "rows"}),
+            "powerbert, packed dropout masks": ("PowerBertSide", {"dropout_masks": "packed"}),
             "powerbert, 1 thread": ("PowerBertSide", {"threads": 1}),
         })
     if compile_:
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="sst,sts", help="comma-separated: sst, sts (or para)")
     parser.add_argument("--rows", type=int, default=128, help="training rows per round")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per side")
-    parser.add_argument("--levers", action="store_true", help="also time each lever switched off on its own")
+    parser.add_argument("--levers", action="store_true", help="also time each lever switched the other way on its own")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the encoder (slow to compile)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads of every side (default: each side's own)")

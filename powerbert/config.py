@@ -87,18 +87,21 @@ class TrainConfig:
     # everywhere else. "sdpa" or "eager" forces one; both compute the same attention.
     attention: Literal["auto", "sdpa", "eager"] = "auto"
     # How AdamW updates the word-embedding table (half of MiniLM's parameters; a batch touches a
-    # few hundred of its rows). "rows": a sparse gradient, and AdamW's update on the touched rows
-    # only, as lazy Adam does (an untouched row skips its momentum step and weight decay until a
-    # batch touches it); "dense": the whole table every step. "auto": rows on a CPU, where a
-    # MiniLM SST run trains 4-9% faster that way at the same dev accuracy; dense on a GPU
-    # (bench/RESULTS.md, "The word-embedding table on the CPU").
-    embedding_update: Literal["auto", "rows", "dense"] = "auto"
+    # few hundred of its rows). "dense": the whole table every step, as a plain loop does.
+    # "rows": a sparse gradient, and AdamW's update on the touched rows only, as lazy Adam does
+    # (an untouched row skips its momentum step and weight decay until a batch touches it);
+    # "auto": rows on a CPU, dense on a GPU. Rows trained MiniLM 4-9% faster on a CPU under
+    # bf16, but with packed dropout masks it cost SST over a point of dev accuracy over seven
+    # seeds (bench/RESULTS.md, "The word-embedding table on the CPU", "The SST seeds in fp32"):
+    # dense is the default, and the speed lever is opt-in.
+    embedding_update: Literal["auto", "rows", "dense"] = "dense"
     # How the encoder's dropout masks are drawn while training. "torch": torch's dropout, one
     # draw of its generator per element; "packed": four elements to a 64-bit draw of the same
-    # generator (powerbert.model.packed_dropout), the same keep probability and scaling. "auto":
-    # packed on a CPU, where torch's draws were 15% of a MiniLM step; torch on a GPU
-    # (bench/RESULTS.md, "Packed dropout masks").
-    dropout_masks: Literal["auto", "torch", "packed"] = "auto"
+    # generator (powerbert.model.packed_dropout), the same keep probability and scaling; "auto":
+    # packed on a CPU, torch on a GPU. Packed masks saved 15% of a MiniLM step on a CPU under
+    # bf16, but with the row-wise table they cost SST over a point over seven seeds (see
+    # embedding_update): torch is the default, and the speed lever is opt-in.
+    dropout_masks: Literal["auto", "torch", "packed"] = "torch"
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     freeze_encoder: bool = False  # train only the heads (the paper's frozen baseline)
     head_lr: float | None = None  # learning rate of the heads, if different from lr

@@ -81,9 +81,10 @@ def batch_width_multiple(device: torch.device, precision: str) -> int:
 
 def row_embedding_update(setting: str, device: torch.device) -> bool:
     """Whether the word-embedding table trains from a sparse gradient on the rows a step
-    touches (powerbert.training.row_adamw) rather than as one dense tensor: on a CPU, where
-    skipping the dense table's zero fill, norm and AdamW pass trains MiniLM 4-9% faster; on a
-    GPU they cost little, and finding the rows would wait for the device."""
+    touches (powerbert.training.row_adamw) rather than as one dense tensor. "auto": on a CPU,
+    where skipping the dense table's zero fill, norm and AdamW pass trained MiniLM 4-9% faster
+    under bf16; on a GPU they cost little, and finding the rows would wait for the device. Not
+    the default ("dense"): with packed masks it cost SST over a point (TrainConfig.embedding_update)."""
     if setting != "auto":
         return setting == "rows"
     return device.type == "cpu"
@@ -104,7 +105,9 @@ def packed_dropout_masks(setting: str, device: torch.device) -> bool:
     """Whether a training step draws the encoder's dropout masks four elements to a 64-bit
     random word (powerbert.model.packed_dropout) rather than with torch's dropout. "auto": on a
     CPU, where torch draws one number per element, one thread at a time (15% of a MiniLM SST
-    step; bench/RESULTS.md, "Packed dropout masks"); on a GPU torch's dropout is a fused kernel."""
+    step under bf16; bench/RESULTS.md, "Packed dropout masks"); on a GPU torch's dropout is a
+    fused kernel. Not the default ("torch"): with the row-wise table it cost SST over a point
+    (TrainConfig.dropout_masks)."""
     if setting != "auto":
         return setting == "packed"
     return device.type == "cpu"
