@@ -18,9 +18,10 @@ def _config(tiny_model_dir, toy_data_dir, **kw):
     return tiny_config(tiny_model_dir, toy_data_dir, tasks=("sst", "sts"), precision="bf16", train_weights="bf16", **kw)
 
 
+@pytest.mark.parametrize("table_update", ["rows", "dense"])
 @pytest.mark.parametrize(("surgery", "balance"), [("alternate", "none"), ("pcgrad", "norm")])
-def test_bf16_passes_step_the_fp32_weights_and_keep_their_copy_current(tiny_model_dir, toy_data_dir, surgery, balance):
-    config = _config(tiny_model_dir, toy_data_dir, surgery=surgery, balance=balance)
+def test_bf16_passes_step_the_fp32_weights_and_keep_their_copy_current(tiny_model_dir, toy_data_dir, surgery, balance, table_update):
+    config = _config(tiny_model_dir, toy_data_dir, surgery=surgery, balance=balance, embedding_update=table_update)
     batches = _batches(config)
     model = build_model(config.model, config.tasks, config.heads).train()
     before = copy.deepcopy(model.state_dict())
@@ -30,7 +31,8 @@ def test_bf16_passes_step_the_fp32_weights_and_keep_their_copy_current(tiny_mode
         step(batches, step=n)
 
     table = model.encoder.get_input_embeddings().weight
-    assert step.row_table is table  # on a CPU the table trains by rows: the refresh copies rows
+    # By rows, the refresh copies the rows a step changed; dense, the whole table.
+    assert step.row_table is (table if table_update == "rows" else None)
     for (name, weight), copied in zip(model.encoder.named_parameters(), step.net.encoder.parameters(), strict=True):
         assert weight.dtype == torch.float32 and copied.dtype == torch.bfloat16, name
         assert torch.equal(copied, weight.to(torch.bfloat16)), (name, (copied.float() - weight).abs().max())
