@@ -91,7 +91,7 @@ class TrainConfig:
     # "rows": a sparse gradient, and AdamW's update on the touched rows only, as lazy Adam does
     # (an untouched row skips its momentum step and weight decay until a batch touches it);
     # "auto": rows on a CPU, dense on a GPU. Rows trained MiniLM 4-9% faster on a CPU under
-    # bf16, but with packed dropout masks it cost SST over a point of dev accuracy over seven
+    # bf16, but with packed dropout masks it cost SST 0.8 points of dev accuracy over seven
     # seeds (bench/RESULTS.md, "The word-embedding table on the CPU", "The SST seeds in fp32"):
     # dense is the default, and the speed lever is opt-in.
     embedding_update: Literal["auto", "rows", "dense"] = "dense"
@@ -99,7 +99,7 @@ class TrainConfig:
     # draw of its generator per element; "packed": four elements to a 64-bit draw of the same
     # generator (powerbert.model.packed_dropout), the same keep probability and scaling; "auto":
     # packed on a CPU, torch on a GPU. Packed masks saved 15% of a MiniLM step on a CPU under
-    # bf16, but with the row-wise table they cost SST over a point over seven seeds (see
+    # bf16, but with the row-wise table they cost SST 0.8 points over seven seeds (see
     # embedding_update): torch is the default, and the speed lever is opt-in.
     dropout_masks: Literal["auto", "torch", "packed"] = "torch"
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"

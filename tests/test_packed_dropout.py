@@ -80,7 +80,7 @@ def test_a_cpu_training_step_draws_packed_masks_when_told(tiny_model_dir, toy_da
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_a_cpu_training_step_draws_torchs_masks_by_default(tiny_model_dir, toy_data_dir, precision):
-    # The default since packed masks and the row-wise table cost SST over a point over seven
+    # The default since packed masks and the row-wise table cost SST 0.8 points over seven
     # seeds (bench/RESULTS.md, "The SST seeds in fp32"): the packed masks are opt-in.
     config = tiny_config(tiny_model_dir, toy_data_dir, tasks=("sst",), precision=precision)
     assert config.dropout_masks == "torch"

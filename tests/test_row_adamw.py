@@ -70,7 +70,7 @@ def test_rows_no_batch_touches_keep_their_weights(tiny_model_dir, toy_data_dir, 
 
 
 def test_the_default_trains_the_table_dense_on_a_cpu(tiny_model_dir):
-    # The row-wise table (with packed dropout masks) cost SST over a point over seven seeds
+    # The row-wise table (with packed dropout masks) cost SST 0.8 points over seven seeds
     # (bench/RESULTS.md, "The SST seeds in fp32"): it is opt-in, `embedding_update = "rows"`.
     from powerbert.config import HeadConfig, TrainConfig
     from powerbert.model.multitask import build_model

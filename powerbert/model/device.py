@@ -84,7 +84,7 @@ def row_embedding_update(setting: str, device: torch.device) -> bool:
     touches (powerbert.training.row_adamw) rather than as one dense tensor. "auto": on a CPU,
     where skipping the dense table's zero fill, norm and AdamW pass trained MiniLM 4-9% faster
     under bf16; on a GPU they cost little, and finding the rows would wait for the device. Not
-    the default ("dense"): with packed masks it cost SST over a point (TrainConfig.embedding_update)."""
+    the default ("dense"): with packed masks it cost SST 0.8 points (TrainConfig.embedding_update)."""
     if setting != "auto":
         return setting == "rows"
     return device.type == "cpu"
@@ -106,7 +106,7 @@ def packed_dropout_masks(setting: str, device: torch.device) -> bool:
     random word (powerbert.model.packed_dropout) rather than with torch's dropout. "auto": on a
     CPU, where torch draws one number per element, one thread at a time (15% of a MiniLM SST
     step under bf16; bench/RESULTS.md, "Packed dropout masks"); on a GPU torch's dropout is a
-    fused kernel. Not the default ("torch"): with the row-wise table it cost SST over a point
+    fused kernel. Not the default ("torch"): with the row-wise table it cost SST 0.8 points
     (TrainConfig.dropout_masks)."""
     if setting != "auto":
         return setting == "packed"
