@@ -5,10 +5,12 @@ weights, moments and decay."""
 import pytest
 import torch
 
+from powerbert.config import TrainConfig
 from powerbert.model import checkpoint as ckpt
 from powerbert.model.device import row_embedding_update
-from powerbert.model.multitask import load_encoder, load_tokenizer
+from powerbert.model.multitask import build_model, load_encoder, load_tokenizer
 from powerbert.training.loop import train_subset
+from powerbert.training.step import make_optimizer
 from tests.test_train import tiny_config
 
 TABLE = "model.encoder.embeddings.word_embeddings.weight"
@@ -72,13 +74,9 @@ def test_rows_no_batch_touches_keep_their_weights(tiny_model_dir, toy_data_dir, 
 def test_the_default_trains_the_table_dense_on_a_cpu(tiny_model_dir):
     # The row-wise table (with packed dropout masks) cost SST 0.8 points over seven seeds
     # (bench/RESULTS.md, "The SST seeds in fp32"): it is opt-in, `embedding_update = "rows"`.
-    from powerbert.config import HeadConfig, TrainConfig
-    from powerbert.model.multitask import build_model
-    from powerbert.training.step import make_optimizer
-
     config = TrainConfig(tasks=("sst",), model=str(tiny_model_dir))
     assert config.embedding_update == "dense"
-    model = build_model(config.model, config.tasks, HeadConfig())
+    model = build_model(config.model, config.tasks, config.heads)
     assert make_optimizer(model, config).row_params == []
     rows = TrainConfig(tasks=("sst",), model=str(tiny_model_dir), embedding_update="rows")
     assert make_optimizer(model, rows).row_params == [model.encoder.get_input_embeddings().weight]
