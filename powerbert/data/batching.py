@@ -23,10 +23,6 @@ from torch.nn.utils.rnn import pad_sequence
 from powerbert.config import PairMode
 from powerbert.data.files import TaskData
 
-# Rows are sorted by length inside windows of this many batches: wide enough that batches are
-# nearly uniform in length, narrow enough that the order stays random across the epoch.
-BUCKET_WINDOW_BATCHES = 50
-
 
 @dataclass
 class Batch:
@@ -144,8 +140,7 @@ def encode_task(data: TaskData, tokenizer, *, pair_mode: PairMode, max_length: i
 
 
 def bucketed_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None,
-    window_batches: int = BUCKET_WINDOW_BATCHES,
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None, *, window_batches: int,
 ) -> list[np.ndarray]:
     """Shuffle rows, sort by length inside windows of `window_batches` batches, cut into
     batches, shuffle the batches (a window of 1 batch: batches of random rows).

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from powerbert.config import TrainConfig
-from powerbert.data.batching import BUCKET_WINDOW_BATCHES, EncodedTask, bucketed_batches
+from powerbert.data.batching import EncodedTask, bucketed_batches
 from powerbert.data.files import TaskData, load_split, skipped_summary
 from powerbert.tasks import TASKS
 
@@ -21,7 +21,7 @@ class TaskStream:
     """An endless, reproducible sequence of bucketed batches over one task's rows."""
 
     def __init__(self, encoded: EncodedTask, batch_size: int, seed: int, max_rows: int | None,
-                 window_batches: int = BUCKET_WINDOW_BATCHES):
+                 window_batches: int = TrainConfig.bucket_window):
         self.encoded = encoded
         self.batch_size = batch_size
         self.seed = seed
@@ -41,7 +41,7 @@ class TaskStream:
             rows = None
             if self.rows_per_pass < len(self.encoded):
                 rows = rng.choice(len(self.encoded), self.rows_per_pass, replace=False)
-            self._pass_batches = bucketed_batches(self.lengths, self.batch_size, rng, rows, self.window_batches)
+            self._pass_batches = bucketed_batches(self.lengths, self.batch_size, rng, rows, window_batches=self.window_batches)
             self._pass_index = pass_index
         return self._pass_batches[within]
 
