@@ -52,11 +52,9 @@ def bert_base(attn: str):
 
     config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                         intermediate_size=3072, max_position_embeddings=512)
-    try:
-        return BertModel._from_config(config, attn_implementation=attn)
-    except (TypeError, ValueError):
-        config._attn_implementation = attn
-        return BertModel(config)
+    model = BertModel(config)
+    model.set_attn_implementation(attn)  # transformers' public switch; raises if `attn` is unavailable
+    return model
 
 
 def matmul_tflops(n: int = 8192, reps: int = 20) -> float:
