@@ -2,6 +2,7 @@
 experiment's stored dev outputs (no model is run again).
 
     python bench/ensemble_schemes.py --db runs.db --experiment NAME
+    python bench/ensemble_schemes.py --db runs.db --experiment LEVER --rest-from BASE
 
 For every task, every candidate scheme over the models trained on it, and against it the
 single-task model (the "single" scheme) and the best single member. Schemes that look at the
@@ -20,6 +21,11 @@ cross-validation, each fold combined by what was fit on the other four, as the p
 It prints a table per task and the overall of each scheme, and the gain of each over the
 single-task models' ensemble and over the best single model (the all-task model: the one model
 scored on every task).
+
+`--rest-from BASE` scores a lever measured on part of the power set: an experiment started with
+`--subsets` (say, only the pairs with another setting) has its runs, and every subset it did not
+train comes from BASE, a finished experiment on the same tasks and seed. Nothing is retrained, and
+the comparison with BASE is paired: the shared members are the same models.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from scipy.special import expit, log_softmax, logit, softmax
 from powerbert.results.ensemble import cv_folds, evaluate_scheme
 from powerbert.results.evaluate import load_dev_outputs
 from powerbert.store import Store
-from powerbert.tasks import TASKS, overall_score
+from powerbert.tasks import TASKS, overall_score, power_set, subset_name
 
 FOLDS = 5
 
@@ -139,13 +145,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", required=True)
     parser.add_argument("--experiment", required=True)
+    parser.add_argument("--rest-from", metavar="BASE", help="take the subsets EXPERIMENT did not train from BASE")
     args = parser.parse_args()
 
     with Store(args.db, readonly=True) as store:
         experiment = store.get_experiment(args.experiment)
         dev, expected = load_dev_outputs(store, experiment)
+        borrowed: list[str] = []
+        if args.rest_from:
+            base = store.get_experiment(args.rest_from)
+            if base.tasks != experiment.tasks:
+                sys.exit(f"--rest-from {args.rest_from}: its tasks ({', '.join(base.tasks)}) are not "
+                         f"{args.experiment}'s ({', '.join(experiment.tasks)})")
+            base_dev, base_expected = load_dev_outputs(store, base)
+            borrowed = [s for s in base_expected if s not in expected and s in base_dev]
+            dev.update({s: base_dev[s] for s in borrowed})
+            expected = [subset_name(s) for s in power_set(experiment.tasks) if subset_name(s) in dev]
     tasks = experiment.tasks
-    common.header(f"ensemble schemes on {args.experiment}: {len(dev)} models, tasks {', '.join(tasks)}")
+    common.header(f"ensemble schemes on {args.experiment}: {len(dev)} models, tasks {', '.join(tasks)}"
+                  + (f"; {', '.join(borrowed)} from {args.rest_from}" if borrowed else ""))
     table: dict[str, dict[str, float]] = {model: {} for model in expected if model in dev}  # power-set order
     for task in tasks:
         members = {m: by_task[task] for m, by_task in dev.items() if task in by_task}
