@@ -48,7 +48,6 @@ def test_an_experiment_stored_before_seed_per_run_keeps_one_seed_for_every_run(t
     assert seeds == {"sst": 3, "para": 3, "sst+para": 3}
 
 
-
 def test_vary_pooling_gives_the_subsets_of_an_even_number_of_tasks_the_other_pooling():
     tasks = ("sst", "para", "sts")
     subsets = [("sst",), ("para",), ("sst", "para"), ("sts",), ("sst", "sts"), ("para", "sts"), tasks]
@@ -64,7 +63,7 @@ def test_vary_pooling_gives_the_subsets_of_an_even_number_of_tasks_the_other_poo
     assert run_variant(plain, tasks).heads.pooling == "mean"  # off by default
 
 
-def test_the_runs_of_an_experiment_with_vary_pooling_train_and_resume_with_their_pooling(tiny_model_dir, toy_data_dir, tmp_path):
+def test_the_runs_of_an_experiment_with_vary_pooling_take_their_pooling_from_its_stored_config(tiny_model_dir, toy_data_dir, tmp_path):
     config = tiny_config(tiny_model_dir, toy_data_dir, tasks=("sst", "para"), vary_pooling=True)
     with Store(tmp_path / "runs.db") as store:
         exp = experiments.create_experiment(store, config, name="pooled", out_root=tmp_path / "runs")
