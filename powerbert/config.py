@@ -61,11 +61,11 @@ class TrainConfig:
     # their other tasks, and their errors differ more (bench/RESULTS.md, "Making the power set pay").
     seed_per_run: bool = True
     # In an experiment, the runs on an even number of tasks pool the other way (cls where
-    # `pooling` is mean, mean where it is cls; run_variant): each task's members are then about
-    # half of each kind, and the ensemble averages models that read a sentence two ways. A lone
-    # `powerbert train` is unchanged. Off, and not in `best`: with MiniLM it lifted SST's voting
-    # ensemble 0.7 points at two seeds but cost the cosine STS members 2 points, +0.15 overall,
-    # within the noise (bench/RESULTS.md, "Pooling varied across subsets").
+    # `pooling` is mean, mean where it is cls; run_variant): each task's members are then half of
+    # each kind, for any number of tasks, and its ensemble averages models that read a sentence
+    # two ways. A lone `powerbert train` is unchanged. Off, and not in `best`: with MiniLM it
+    # lifted SST's voting ensemble 0.7 points at two seeds but cost the cosine STS members 2
+    # points, +0.15 overall, within the noise (bench/RESULTS.md, "Pooling varied across subsets").
     vary_pooling: bool = False
     # How a multitask step trains on its tasks' batches: their gradients combined by PCGrad or a
     # plain sum into one optimizer step, or "alternate": each task's batch an optimizer step of
