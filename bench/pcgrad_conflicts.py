@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from powerbert.config import run_variant
+    from powerbert.config import run_seed
     from powerbert.data.batching import encode_task
     from powerbert.data.files import load_split
     from powerbert.model import surgery
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     surgery.conflict_weights = recording
     for subset in subsets:
-        config = run_variant(resolve_config("best", {"data_dir": args.data_dir, "tasks": subset, "surgery": "pcgrad", "balance": args.balance}), ("sst", "para", "sts"))
+        config = run_seed(resolve_config("best", {"data_dir": args.data_dir, "tasks": subset, "surgery": "pcgrad", "balance": args.balance}), ("sst", "para", "sts"))
         torch.manual_seed(config.seed)
         streams = {t: TaskStream(encoded[t], config.batch_size, config.seed, config.max_train, config.bucket_window) for t in subset}
         model = build_model(config.model, config.tasks, config.heads).train()

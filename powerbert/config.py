@@ -60,13 +60,6 @@ class TrainConfig:
     # a task's ensemble then differ in data order, head initialisation and dropout, not only in
     # their other tasks, and their errors differ more (bench/RESULTS.md, "Making the power set pay").
     seed_per_run: bool = True
-    # In an experiment, the runs on an even number of tasks pool the other way (cls where
-    # `pooling` is mean, mean where it is cls; run_variant): each task's members are then half of
-    # each kind, for any number of tasks, and its ensemble averages models that read a sentence
-    # two ways. A lone `powerbert train` is unchanged. Off, and not in `best`: with MiniLM it
-    # lifted SST's voting ensemble 0.7 points at two seeds but cost the cosine STS members 2
-    # points, +0.15 overall, within the noise (bench/RESULTS.md, "Pooling varied across subsets").
-    vary_pooling: bool = False
     # How a multitask step trains on its tasks' batches: their gradients combined by PCGrad or a
     # plain sum into one optimizer step, or "alternate": each task's batch an optimizer step of
     # its own, in an order drawn per step (MT-DNN's multitask step; bench/RESULTS.md, "Making
@@ -229,21 +222,15 @@ def _describe(options) -> str:
     return " or ".join(words)
 
 
-def run_variant(config: TrainConfig, experiment_tasks: tuple[str, ...]) -> TrainConfig:
-    """The config of one run of an experiment on `experiment_tasks`.
-
-    With seed_per_run its seed is the given one plus the subset's number, the bit mask of its
-    tasks' positions minus one (the first task alone keeps the seed as given; the whole set gets
-    seed + 2^T - 2). With vary_pooling a subset of an even number of tasks pools the other way.
-    Both depend only on the experiment's stored task order, so a resumed run gets the seed and
-    the pooling it started with."""
-    if config.seed_per_run:
-        mask = sum(1 << experiment_tasks.index(t) for t in config.tasks if t in experiment_tasks)
-        config = replace(config, seed=config.seed + max(mask - 1, 0))
-    if config.vary_pooling and len(config.tasks) % 2 == 0:
-        other = "cls" if config.heads.pooling == "mean" else "mean"
-        config = replace(config, heads=replace(config.heads, pooling=other))
-    return config
+def run_seed(config: TrainConfig, experiment_tasks: tuple[str, ...]) -> TrainConfig:
+    """The config of one run of an experiment on `experiment_tasks`: with seed_per_run, its seed
+    plus the subset's number, the bit mask of its tasks' positions minus one (the first task
+    alone keeps the seed as given; the whole set gets seed + 2^T - 2). The number depends only
+    on the experiment's stored task order, so a resumed run gets the seed it started with."""
+    if not config.seed_per_run:
+        return config
+    mask = sum(1 << experiment_tasks.index(t) for t in config.tasks if t in experiment_tasks)
+    return replace(config, seed=config.seed + max(mask - 1, 0))
 
 
 def apply_overrides(config: TrainConfig, overrides: dict) -> TrainConfig:

@@ -52,7 +52,6 @@ def build_tiny_experiment(root: Path, model_dir: Path, data_dir: Path) -> TinyEx
     config = TrainConfig(
         tasks=("sst", "para", "sts"), data_dir=str(data_dir), model=str(model_dir), epochs=1,
         max_train=32, batch_size=16, lr=1e-3, precision="fp32", checkpoint_every_s=1e9,
-        vary_pooling=True,  # the pairs pool by [CLS], the rest by the mean: each model predicts as it trained
     )
     with Store(built.db) as store, one_torch_thread():
         exp = experiments.create_experiment(store, config, name=EXPERIMENT, out_root=root / "runs")

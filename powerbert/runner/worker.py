@@ -133,9 +133,9 @@ def keeps_resume_state(store: Store, run) -> bool:
 
 
 def run_config(store: Store, run):
-    """The TrainConfig of a run: the experiment's resolved config, this run's tasks, seed and
-    pooling (config.run_variant), its kind."""
-    from powerbert.config import TrainConfig, run_variant
+    """The TrainConfig of a run: the experiment's resolved config, this run's tasks and seed
+    (config.run_seed), its kind."""
+    from powerbert.config import TrainConfig, run_seed
     from powerbert.runner.baselines import config_for_kind
 
     experiment = store.get_experiment(run.experiment_id)
@@ -144,7 +144,7 @@ def run_config(store: Store, run):
     # with the seed it started with and the optimizer state it saved.
     stored = {"seed_per_run": False, "embedding_update": "dense", **experiment.config["train"]}
     config = TrainConfig.from_dict({**stored, "tasks": list(run.tasks)})
-    return config_for_kind(run_variant(config, tuple(experiment.tasks)), run.kind)
+    return config_for_kind(run_seed(config, tuple(experiment.tasks)), run.kind)
 
 
 def run_worker(db_path: str, run_id: int, device_label: str) -> int:

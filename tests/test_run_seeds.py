@@ -1,13 +1,10 @@
 """Each run of an experiment trains with its own seed (config.seed_per_run), so the members of a
 task's ensemble differ in data order, head initialisation and dropout; an experiment stored
-before the setting existed keeps one seed for every run, so its runs resume as they started.
-With vary_pooling the runs on an even number of tasks pool the other way (config.run_variant)."""
+before the setting existed keeps one seed for every run, so its runs resume as they started."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from powerbert.config import HeadConfig, TrainConfig, run_variant
+from powerbert.config import TrainConfig, run_seed
 from powerbert.data.batching import EncodedTask
 from powerbert.runner import experiments, worker
 from powerbert.store import Store
@@ -20,9 +17,9 @@ def test_every_subset_of_three_tasks_gets_its_own_seed_and_the_first_task_alone_
     tasks = ("sst", "para", "sts")
     seeds = {}
     for subset in [("sst",), ("para",), ("sst", "para"), ("sts",), ("sst", "sts"), ("para", "sts"), tasks]:
-        seeds[subset_name(subset)] = run_variant(TrainConfig(tasks=subset, seed=10), tasks).seed
+        seeds[subset_name(subset)] = run_seed(TrainConfig(tasks=subset, seed=10), tasks).seed
     assert seeds == {"sst": 10, "para": 11, "sst+para": 12, "sts": 13, "sst+sts": 14, "para+sts": 15, "sst+para+sts": 16}
-    assert run_variant(TrainConfig(tasks=tasks, seed=10, seed_per_run=False), tasks).seed == 10
+    assert run_seed(TrainConfig(tasks=tasks, seed=10, seed_per_run=False), tasks).seed == 10
 
 
 def test_the_runs_of_an_experiment_get_their_seeds_and_see_different_batches(tiny_model_dir, toy_data_dir, tmp_path):
@@ -47,25 +44,3 @@ def test_an_experiment_stored_before_seed_per_run_keeps_one_seed_for_every_run(t
         seeds = {run.subset: worker.run_config(store, run).seed for run in store.runs(exp.id)}
     assert seeds == {"sst": 3, "para": 3, "sst+para": 3}
 
-
-def test_vary_pooling_gives_the_subsets_of_an_even_number_of_tasks_the_other_pooling():
-    tasks = ("sst", "para", "sts")
-    subsets = [("sst",), ("para",), ("sst", "para"), ("sts",), ("sst", "sts"), ("para", "sts"), tasks]
-    for pooling, other in (("mean", "cls"), ("cls", "mean")):
-        config = TrainConfig(seed=10, vary_pooling=True, heads=HeadConfig(pooling=pooling))
-        got = {subset_name(s): run_variant(replace(config, tasks=s), tasks) for s in subsets}
-        assert {s: c.heads.pooling for s, c in got.items()} == {
-            "sst": pooling, "para": pooling, "sst+para": other, "sts": pooling, "sst+sts": other, "para+sts": other,
-            "sst+para+sts": pooling,
-        }
-        assert got["sst+sts"].seed == 14  # the seed is the subset's as without the setting
-    plain = TrainConfig(tasks=("sst", "para"), heads=HeadConfig(pooling="mean"))
-    assert run_variant(plain, tasks).heads.pooling == "mean"  # off by default
-
-
-def test_the_runs_of_an_experiment_with_vary_pooling_take_their_pooling_from_its_stored_config(tiny_model_dir, toy_data_dir, tmp_path):
-    config = tiny_config(tiny_model_dir, toy_data_dir, tasks=("sst", "para"), vary_pooling=True)
-    with Store(tmp_path / "runs.db") as store:
-        exp = experiments.create_experiment(store, config, name="pooled", out_root=tmp_path / "runs")
-        poolings = {run.subset: worker.run_config(store, run).heads.pooling for run in store.runs(exp.id)}
-    assert poolings == {"sst": "mean", "para": "mean", "sst+para": "cls"}
