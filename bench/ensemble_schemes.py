@@ -39,9 +39,9 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_softmax, logit, softmax
 
 from powerbert.results.ensemble import cv_folds, evaluate_scheme
-from powerbert.results.evaluate import load_dev_outputs
+from powerbert.results.evaluate import experiment_subsets, load_dev_outputs
 from powerbert.store import Store
-from powerbert.tasks import TASKS, overall_score, power_set, subset_name
+from powerbert.tasks import TASKS, overall_score
 
 FOLDS = 5
 
@@ -160,7 +160,7 @@ def main() -> int:
             base_dev, base_expected = load_dev_outputs(store, base)
             borrowed = [s for s in base_expected if s not in expected and s in base_dev]
             dev.update({s: base_dev[s] for s in borrowed})
-            expected = [subset_name(s) for s in power_set(experiment.tasks) if subset_name(s) in dev]
+            expected = experiment_subsets(experiment, dev)  # power-set order, borrowed ones included
     tasks = experiment.tasks
     common.header(f"ensemble schemes on {args.experiment}: {len(dev)} models, tasks {', '.join(tasks)}"
                   + (f"; {', '.join(borrowed)} from {args.rest_from}" if borrowed else ""))
