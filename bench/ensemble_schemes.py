@@ -2,7 +2,7 @@
 experiment's stored dev outputs (no model is run again).
 
     python bench/ensemble_schemes.py --db runs.db --experiment NAME
-    python bench/ensemble_schemes.py --db runs.db --experiment LEVER --rest-from BASE
+    python bench/ensemble_schemes.py --db runs.db --experiment LEVER --rest-from BASE [--rest-from BASE2 ...]
 
 For every task, every candidate scheme over the models trained on it, and against it the
 single-task model (the "single" scheme) and the best single member. Schemes that look at the
@@ -25,7 +25,9 @@ scored on every task).
 `--rest-from BASE` scores a lever measured on part of the power set: an experiment started with
 `--subsets` (say, only the pairs with another setting) has its runs, and every subset it did not
 train comes from BASE, a finished experiment on the same tasks and seed. Nothing is retrained, and
-the comparison with BASE is paired: the shared members are the same models.
+the comparison with BASE is paired: the shared members are the same models. Given more than once,
+each subset the experiment did not train comes from the first BASE that finished it (a lever
+trained as two experiments, the rest from the base).
 """
 
 from __future__ import annotations
@@ -145,25 +147,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", required=True)
     parser.add_argument("--experiment", required=True)
-    parser.add_argument("--rest-from", metavar="BASE", help="take the subsets EXPERIMENT did not train from BASE")
+    parser.add_argument("--rest-from", metavar="BASE", action="append", default=[],
+                        help="take the subsets EXPERIMENT did not train from BASE (repeatable: from the first BASE that finished each)")
     args = parser.parse_args()
 
     with Store(args.db, readonly=True) as store:
         experiment = store.get_experiment(args.experiment)
         dev, expected = load_dev_outputs(store, experiment)
-        borrowed: list[str] = []
-        if args.rest_from:
-            base = store.get_experiment(args.rest_from)
+        borrowed: list[str] = []  # "subset, subset from BASE" for the header
+        for name in args.rest_from:
+            base = store.get_experiment(name)
             if base.tasks != experiment.tasks:
-                sys.exit(f"--rest-from {args.rest_from}: its tasks ({', '.join(base.tasks)}) are not "
+                sys.exit(f"--rest-from {name}: its tasks ({', '.join(base.tasks)}) are not "
                          f"{args.experiment}'s ({', '.join(experiment.tasks)})")
-            base_dev, base_expected = load_dev_outputs(store, base)
-            borrowed = [s for s in base_expected if s not in expected and s in base_dev]
-            dev.update({s: base_dev[s] for s in borrowed})
+            base_dev, _ = load_dev_outputs(store, base)
+            taken = [s for s in base_dev if s not in expected and s not in dev]
+            dev.update({s: base_dev[s] for s in taken})
+            if taken:
+                borrowed.append(f"{', '.join(taken)} from {name}")
+        if args.rest_from:
             expected = experiment_subsets(experiment, dev)  # power-set order, borrowed ones included
     tasks = experiment.tasks
     common.header(f"ensemble schemes on {args.experiment}: {len(dev)} models, tasks {', '.join(tasks)}"
-                  + (f"; {', '.join(borrowed)} from {args.rest_from}" if borrowed else ""))
+                  + (f"; {'; '.join(borrowed)}" if borrowed else ""))
     table: dict[str, dict[str, float]] = {model: {} for model in expected if model in dev}  # power-set order
     for task in tasks:
         members = {m: by_task[task] for m, by_task in dev.items() if task in by_task}
