@@ -27,6 +27,11 @@ class HeadConfig:
     para_head: Literal["cross", "bi"] = "cross"  # pair classification (para): cross-encoder or bi-encoder features
     sts_head: Literal["cosine", "regress"] = "cosine"  # pair regression (sts): the paper's cosine or a learned head
     dropout: float = 0.1  # on the embedding before each trained head
+    # Each task gets its own copy of the encoder's top `task_layers` layers (initialised from
+    # the pretrained ones): in a multitask run the tasks share the layers below and train their
+    # own top, so what one task learns there cannot pull another's; 0 shares the whole encoder.
+    # A single-task run computes the same either way.
+    task_layers: int = 0
 
     def pair_mode(self, task: str) -> PairMode:
         """How a task's rows are tokenised for its head: a pair classification (para, or any
@@ -153,6 +158,7 @@ RANGES: dict[str, tuple] = {
     "head_lr": (lambda v: v > 0, "a number above 0 (or none)"),
     "checkpoint_every_s": (lambda v: v > 0, "a number of seconds above 0"),
     "dropout": (lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1"),
+    "task_layers": (lambda v: v >= 0, "a whole number of the encoder's layers, at least 0"),
 }
 
 

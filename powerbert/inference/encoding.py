@@ -1,5 +1,6 @@
 """How prediction runs the models: texts tokenised once per pair mode, each distinct sentence
-embedded once per model (the PredictionCache), and outputs computed over length-sorted batches
+embedded once per model (the PredictionCache; once per model and task where each task has its own
+top layers), and outputs computed over length-sorted batches
 at the model's training precision."""
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class PredictionCache:
     (e.g. para and sts on one sentence pair). Keep one per batch of inputs: it grows with them."""
 
     tokens: dict[tuple, tuple[tuple, bool]] = field(default_factory=dict)  # (mode, max_length, texts) -> (key, truncated)
-    embeddings: dict[tuple, torch.Tensor] = field(default_factory=dict)  # (model, key) -> [H]
+    # (model, task or None, key) -> [H]: the task where the model's tasks have their own top layers
+    embeddings: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
 
 def tokenize_inputs(loaded: LoadedExperiment, mode: str, max_length: int, items: list[tuple[str, ...]], cache: PredictionCache):
@@ -74,12 +76,14 @@ def embedding_keys(loaded: LoadedExperiment, member: LoadedModel, task: str, row
 
 
 @torch.inference_mode()
-def embed_keys(loaded: LoadedExperiment, member: LoadedModel, keys: list[tuple], cache: PredictionCache) -> torch.Tensor:
-    """Pooled embeddings [len(keys), H]; each distinct key is encoded once per model.
+def embed_keys(loaded: LoadedExperiment, member: LoadedModel, task: str, keys: list[tuple], cache: PredictionCache) -> torch.Tensor:
+    """Pooled embeddings [len(keys), H] for `task`'s head; each distinct key is encoded once per
+    model, or once per model and task where the model's tasks have their own top layers.
 
     Keys of single sentences and of cross-encoded pairs may be mixed: a sentence's token type
     ids are all 0, which is what the encoder assumes when it is given none."""
-    todo = list(dict.fromkeys(k for k in keys if (member.name, k) not in cache.embeddings))
+    scope = (member.name, task if member.model.task_layers else None)
+    todo = list(dict.fromkeys(k for k in keys if (*scope, k) not in cache.embeddings))
     if todo:
         encoded = EncodedTask(
             task="", ids=[""] * len(todo), labels=None,
@@ -91,10 +95,10 @@ def embed_keys(loaded: LoadedExperiment, member: LoadedModel, keys: list[tuple],
         for indices in sorted_batches(encoded.lengths(), BATCH_SIZE):
             batch = encoded.collate(indices).to(loaded.device)
             with autocast_for(loaded.device, loaded.precision):
-                pooled = member.model.embed(batch.a)
+                pooled = member.model.embed(batch.a, task)
             for i, vector in zip(batch.indices, pooled):
-                cache.embeddings[(member.name, todo[i])] = vector
-    return torch.stack([cache.embeddings[(member.name, k)] for k in keys])
+                cache.embeddings[(*scope, todo[i])] = vector
+    return torch.stack([cache.embeddings[(*scope, k)] for k in keys])
 
 
 @torch.inference_mode()
@@ -103,7 +107,7 @@ def model_outputs(
 ) -> tuple[np.ndarray, set[int]]:
     """One model's outputs for the rows, and the positions of rows that were truncated."""
     keys, cut = embedding_keys(loaded, member, task, rows, cache)
-    pooled = embed_keys(loaded, member, keys, cache)
+    pooled = embed_keys(loaded, member, task, keys, cache)
     with autocast_for(loaded.device, loaded.precision):
         if TASKS[task].is_pair and member.model.head_config.pair_mode(task) == "bi":  # firsts, then seconds
             out = member.model.head_outputs(task, pooled[: len(rows)], pooled[len(rows) :])

@@ -219,13 +219,15 @@ def predict_sentences(
         raise InputError(f"experiment '{loaded.experiment.name}' has no loaded model for {want}")
     if scheme is None:
         # Every model of every fitting task runs: encode all that a model reads (a pair for para,
-        # its two sentences for sts) in one pass per model, rather than one per task.
+        # its two sentences for sts) in one pass per model, rather than one per task (one per
+        # task where the model's tasks have their own top layers: their embeddings differ).
         rows = {t: check_inputs(t, texts) for t in fits}
         for name, member in loaded.models.items():
-            keys = [k for t in fits if name in loaded.members(t)
-                    for k in embedding_keys(loaded, member, t, rows[t], cache)[0]]
-            if keys:
-                embed_keys(loaded, member, keys, cache)
+            wanted = [t for t in fits if name in loaded.members(t)]
+            for group in ([t] for t in wanted) if member.model.task_layers else [wanted]:
+                keys = [k for t in group for k in embedding_keys(loaded, member, t, rows[t], cache)[0]]
+                if keys:
+                    embed_keys(loaded, member, group[0], keys, cache)
     return {t: predict_texts(loaded, t, texts, scheme, cache=cache) for t in fits}
 
 

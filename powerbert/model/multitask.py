@@ -7,12 +7,15 @@ Heads (see DESIGN.md for the paper's recipe):
   - sts:  "cosine" embeds each sentence alone and predicts |cos(u, v)| * 5 (no parameters);
           "regress" reads the same features as the bi paraphrase head and predicts a score.
 Every head returns outputs in the convention of `powerbert.tasks` (logits, one logit, a score).
+With `task_layers = K`, each task also has its own copy of the encoder's top K layers: the tasks
+share the layers below them, and a task's pooled embedding comes out of its own top.
 
 Run as `python -m powerbert.model.multitask` to print the default encoder's location.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -152,6 +155,27 @@ class MultitaskBert(nn.Module):
             elif task.kind == "binary" or not (task.is_pair and heads.sts_head == "cosine"):
                 self.heads[name] = nn.Linear(width, 1)
             # a cosine pair regression (sts) has no parameters of its own
+        self.task_layers = nn.ModuleDict()  # task -> its own top layers (task_layers > 0)
+        if heads.task_layers:
+            self._split_top_layers(heads.task_layers)
+
+    def _split_top_layers(self, k: int) -> None:
+        """Give each task its own copy of the encoder's top k layers, and drop them from the
+        encoder: the copies start as the (pretrained) layers they replace, so before training
+        every task's embedding is what the whole encoder computes."""
+        stack = getattr(getattr(self.encoder, "encoder", None), "layer", None)
+        if not isinstance(stack, nn.ModuleList):
+            raise ModelError(f"task_layers = {k}: the encoder ({type(self.encoder).__name__}) has no BERT-style "
+                             f"stack of layers (encoder.layer) to take its top layers from")
+        if k >= len(stack):
+            raise ModelError(f"task_layers = {k}: expected fewer than the encoder's {len(stack)} layers")
+        top = stack[len(stack) - k :]
+        config = self.encoder.config
+        for name in self.tasks:
+            # The copies keep the encoder's configuration object (deepcopy's memo), so the
+            # attention kernel set on the encoder is theirs too.
+            self.task_layers[name] = copy.deepcopy(top, {id(config): config})
+        self.encoder.encoder.layer = stack[: len(stack) - k]
 
     @contextmanager
     def inference_attention(self):
@@ -165,11 +189,28 @@ class MultitaskBert(nn.Module):
             self.encoder.set_attn_implementation(current)
 
     def shared_parameters(self) -> list[nn.Parameter]:
+        """The trained parameters every task's outputs depend on: the encoder below any
+        task's own layers (what PCGrad and the norm balance act on)."""
         return [p for p in self.encoder.parameters() if p.requires_grad]
 
-    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled sentence embeddings [B, H] for padded inputs."""
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The transformer's trained parameters: the shared encoder, then every task's own top
+        layers (what trains at the encoder's learning rate; what bf16 passes copy)."""
+        return self.shared_parameters() + [p for p in self.task_layers.parameters() if p.requires_grad]
+
+    def embed(self, inputs: dict[str, torch.Tensor], task: str | None = None) -> torch.Tensor:
+        """Pooled sentence embeddings [B, H] for padded inputs, through `task`'s own top layers
+        when the model has them (`task` is then required)."""
         states = self.encoder(**inputs).last_hidden_state
+        if self.task_layers:
+            if task is None:
+                raise ValueError("this model's tasks have their own top layers: embed needs the task")
+            from transformers.masking_utils import create_bidirectional_mask
+
+            # The mask in the form the attention kernel takes, as the encoder builds it for its own layers.
+            mask = create_bidirectional_mask(config=self.encoder.config, inputs_embeds=states, attention_mask=inputs["attention_mask"])
+            for layer in self.task_layers[task]:
+                states = layer(states, mask)
         if self.head_config.pooling == "cls":
             return states[:, 0]
         mask = inputs["attention_mask"].unsqueeze(-1).to(states.dtype)
@@ -183,14 +224,14 @@ class MultitaskBert(nn.Module):
             k: torch.cat([F.pad(a[k], (0, width - a[k].shape[1])), F.pad(b[k], (0, width - b[k].shape[1]))])
             for k in ("input_ids", "attention_mask")
         }
-        u, v = self.embed(both).split(len(batch))
+        u, v = self.embed(both, batch.task).split(len(batch))
         return u, v
 
     def task_outputs(self, batch: Batch) -> torch.Tensor:
         """Outputs for one batch of `batch.task`, in the convention of powerbert.tasks."""
         if TASKS[batch.task].is_pair and batch.b is not None:
             return self.head_outputs(batch.task, *self._pair_embeddings(batch))
-        return self.head_outputs(batch.task, self.embed(batch.a))
+        return self.head_outputs(batch.task, self.embed(batch.a, batch.task))
 
     def head_outputs(self, name: str, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
         """A task's outputs from pooled embeddings: `u` alone (a sentence, or a cross-encoded

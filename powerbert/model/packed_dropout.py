@@ -70,12 +70,13 @@ def _register_attention() -> None:
     AttentionMaskInterface.register(PACKED_EAGER, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
 
 
-def use_packed_dropout(encoder: nn.Module) -> None:
-    """Draw every dropout mask of `encoder` (a transformers model, training) with packed_dropout:
-    its `nn.Dropout` modules become `PackedDropout`s in the same mode, and a BERT encoder running
-    eager attention runs the same attention with packed masks. Other attention kernels (SDPA)
-    keep their own dropout."""
-    for parent in list(encoder.modules()):
+def use_packed_dropout(encoder: nn.Module, *more: nn.Module) -> None:
+    """Draw every dropout mask of `encoder` (a transformers model, training) and of the modules
+    in `more` (layers that run with its configuration: a task's own top layers) with
+    packed_dropout: their `nn.Dropout` modules become `PackedDropout`s in the same mode, and a
+    BERT encoder running eager attention runs the same attention with packed masks. Other
+    attention kernels (SDPA) keep their own dropout."""
+    for parent in [m for root in (encoder, *more) for m in root.modules()]:
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:
                 packed = PackedDropout(child.p, child.inplace)

@@ -3,7 +3,7 @@
 `check_settings` is the one check that `powerbert run`, `powerbert train`, the dashboard's
 new-experiment form and the supervisor (before it starts a worker) all call: each setting's
 type, choice and range (powerbert.config.check_config), every task's files and headers, the
-model (found, with a tokenizer, long enough for max_length), and the GPUs asked for against the
+model (found, with a tokenizer, long enough for max_length, deeper than task_layers), and the GPUs asked for against the
 ones torch can use here. A problem raises a UserError naming the setting, file or device;
 what passes returns the notes worth showing (rows --skip-bad-rows will skip).
 """
@@ -36,13 +36,19 @@ def check_settings(config: TrainConfig, *, gpus: list[int] | None = None, data: 
 
 
 def check_model(config: TrainConfig) -> None:
-    """The model loads its tokenizer and configuration, and takes inputs of max_length tokens."""
+    """The model loads its tokenizer and configuration, takes inputs of max_length tokens, and
+    has more layers than the tasks' own top layers (task_layers)."""
     from powerbert.model.multitask import load_model_config, load_tokenizer, resolve_model_name
 
     load_tokenizer(config.model)
-    limit = getattr(load_model_config(config.model), "max_position_embeddings", None)
+    model_config = load_model_config(config.model)
+    limit = getattr(model_config, "max_position_embeddings", None)
     if limit is not None and config.max_length > limit:
         raise ConfigError(f"max_length = {config.max_length}: expected at most {limit}, the longest input {resolve_model_name(config.model)} takes")
+    layers = getattr(model_config, "num_hidden_layers", None)
+    if config.heads.task_layers and layers is not None and config.heads.task_layers >= layers:
+        raise ConfigError(f"task_layers = {config.heads.task_layers}: expected fewer than the {layers} layers of "
+                          f"{resolve_model_name(config.model)}, so that at least one is shared")
 
 
 def usable_gpus() -> tuple[int, str]:

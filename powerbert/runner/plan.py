@@ -84,17 +84,19 @@ def plan_experiment(config: TrainConfig, subsets: list[tuple[str, ...]], launch:
         step_s = sum(t.step_s for t in timing.values()) + calibration.surgery_seconds(len(subset))
         eval_s = sum(rows[t][2] * timing[t].eval_row_s for t in subset)
         tokenize_s = sum((rows[t][1] + rows[t][2]) * timing[t].tokenize_row_s for t in subset)
-        checkpoint_s = CHECKPOINTS_PER_EPOCH * 4 * calibration.parameter_bytes / calibration.checkpoint_bytes_per_s
+        checkpoint_s = CHECKPOINTS_PER_EPOCH * 4 * calibration.run_parameter_bytes(subset) / calibration.checkpoint_bytes_per_s
         # What runs.db will show as the run's elapsed time: from the worker marking it started.
         seconds = calibration.startup_s - calibration.prestart_s + tokenize_s + config.epochs * (steps * step_s + eval_s + checkpoint_s)
         runs.append(RunEstimate(subset_name(subset), per_task, steps, config.epochs, seconds))
     # The supervisor's own start (its imports and the settings check: much what a worker's
     # start costs) and, once every run has ended, the ensembles' evaluation.
     wall = calibration.startup_s + _schedule(runs, slots, calibration.prestart_s) + ensemble_seconds(tasks, {t: rows[t][2] for t in tasks}, subsets)
-    best = calibration.parameter_bytes
-    resume = 3 * calibration.parameter_bytes  # weights and the optimizer's two moments
-    disk = len(runs) * (best + (resume if keep_resume_state else 0))
-    peak = len(runs) * best + min(len(runs), len(slots)) * resume
+    # Each run's weights (the shared encoder and its own tasks' heads and top layers), and its
+    # resume checkpoint: the weights and the optimizer's two moments.
+    best = [calibration.run_parameter_bytes(subset) for subset in subsets]
+    resume = sorted((3 * b for b in best), reverse=True)
+    disk = sum(best) + (sum(resume) if keep_resume_state else 0)
+    peak = sum(best) + sum(resume[: len(slots)])  # at most as many resume checkpoints as runs at once
     return Plan(runs, slots, wall, disk, max(peak, disk), calibration)
 
 

@@ -30,8 +30,10 @@ class Bf16Passes:
         memo = {id(model.heads): model.heads, id(model.dropout): model.dropout}
         self.net: MultitaskBert = copy.deepcopy(model, memo)
         self.net.encoder.to(torch.bfloat16)
-        # The trained encoder weights and their copies, in the same order (deepcopy keeps it).
-        self.pairs = list(zip(model.shared_parameters(), self.net.shared_parameters(), strict=True))
+        self.net.task_layers.to(torch.bfloat16)
+        # The trained encoder weights (any task's own top layers included) and their copies, in
+        # the same order (deepcopy keeps it).
+        self.pairs = list(zip(model.encoder_parameters(), self.net.encoder_parameters(), strict=True))
         self.table = model.encoder.get_input_embeddings().weight
         self.table_copy = self.net.encoder.get_input_embeddings().weight
         self.dense = [(w, c) for w, c in self.pairs if w is not self.table]
@@ -40,6 +42,7 @@ class Bf16Passes:
         """The copy in the encoder's mode: its dropout on exactly when the encoder's is."""
         if self.net.encoder.training != self.model.encoder.training:
             self.net.encoder.train(self.model.encoder.training)
+            self.net.task_layers.train(self.model.encoder.training)
 
     def grads_to_weights(self) -> None:
         """The copy's bf16 gradients, as fp32, become the fp32 weights' gradients."""

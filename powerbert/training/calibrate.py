@@ -26,7 +26,7 @@ from powerbert.config import TrainConfig
 
 WARMUP_STEPS = 2  # first steps pay allocation and autotuning: not counted
 TIMED_STEPS = 10
-CACHE_VERSION = 11
+CACHE_VERSION = 12
 
 
 @dataclass
@@ -42,13 +42,20 @@ class Calibration:
     startup_s: float  # a worker's fixed cost: the imports, the model and tokenizer load
     prestart_s: float  # the part of startup_s before the worker marks its run started (not in its elapsed time)
     checkpoint_bytes_per_s: float  # writing safetensors
-    parameter_bytes: int  # the model's weights (fp32), what best.safetensors holds
+    parameter_bytes: int  # the weights (fp32) of the model of every calibrated task: what its best.safetensors holds
     # What gradient surgery adds to a step of k tasks over their steps alone (PCGrad: a backward
     # pass per task, then projections between every pair of task gradients), measured at k = 2
     # and at k = every calibrated task; keys are k as text (JSON). Empty with surgery "sum" and
     # no balancing (which needs each task's gradient, as PCGrad does).
     surgery_s: dict = field(default_factory=dict)
+    # Each task's own weights (fp32): its head and its own top layers (task_layers). A run on
+    # fewer tasks holds the model less those of the tasks it lacks.
+    task_bytes: dict = field(default_factory=dict)
     cached: bool = False
+
+    def run_parameter_bytes(self, subset: tuple[str, ...]) -> int:
+        """What the model of a run on `subset` (of the calibrated tasks) holds in its weights (fp32)."""
+        return self.parameter_bytes - sum(n for task, n in self.task_bytes.items() if task not in subset)
 
     def surgery_seconds(self, tasks: int) -> float:
         """Surgery's extra time in a step of `tasks` tasks: measured, or on the line through
@@ -122,7 +129,7 @@ def calibrate(config: TrainConfig, tasks: tuple[str, ...], threads: int, on_mess
     cache = _load_cache()
     keys = {t: _key(config, device, kernels, threads, t) for t in tasks}
     common_key = hashlib.sha256(json.dumps([CACHE_VERSION, config.model or "default", device, config.precision, kernels, threads, config.surgery, config.balance,
-                                            config.batch_size, sorted(tasks)]).encode()).hexdigest()[:24]
+                                            config.batch_size, config.heads.task_layers, sorted(tasks)]).encode()).hexdigest()[:24]
     have = {t: cache[k] for t, k in keys.items() if k in cache}
     common = cache.get(common_key)
     if len(have) == len(tasks) and common is not None:
@@ -212,11 +219,15 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
                 subset = tasks[:k]
                 surgery_s[str(k)] = max(0.0, _multitask_step_s(surgical, streams, subset, device) - _multitask_step_s(step, streams, subset, device))
         parameter_bytes = sum(p.numel() * 4 for p in model.parameters())
+        own = {t: [*(model.heads[t].parameters() if t in model.heads else ()), *(model.task_layers[t].parameters() if t in model.task_layers else ())]
+               for t in tasks}
+        task_bytes = {t: sum(p.numel() * 4 for p in params) for t, params in own.items()}
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
             ckpt.atomic_save_tensors(Path(folder) / "probe.safetensors", model.state_dict(), {"kind": "probe"})
             write_s = time.perf_counter() - start
-        fixed = {"startup_s": startup_s, "prestart_s": prestart_s, "surgery_s": surgery_s, "checkpoint_bytes_per_s": parameter_bytes / max(write_s, 1e-6), "parameter_bytes": parameter_bytes}
+        fixed = {"startup_s": startup_s, "prestart_s": prestart_s, "surgery_s": surgery_s, "checkpoint_bytes_per_s": parameter_bytes / max(write_s, 1e-6), "parameter_bytes": parameter_bytes,
+                 "task_bytes": task_bytes}
         return timings, fixed
     finally:
         torch.set_num_threads(before)

@@ -45,7 +45,7 @@ class TrainStep:
         self.autocast = "fp32" if self.passes else precision
         self.net.encoder.set_attn_implementation(training_attention(config.attention, device, precision))
         if packed_dropout_masks(config.dropout_masks, device):
-            use_packed_dropout(self.net.encoder)
+            use_packed_dropout(self.net.encoder, self.net.task_layers)
         self.shared = self.net.shared_parameters()
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         table = model.encoder.get_input_embeddings().weight
@@ -122,13 +122,13 @@ class TrainStep:
 
 def make_optimizer(model: MultitaskBert, config: TrainConfig) -> torch.optim.Optimizer:
     if config.freeze_encoder:
-        for p in model.encoder.parameters():
+        for p in [*model.encoder.parameters(), *model.task_layers.parameters()]:
             p.requires_grad_(False)
     head_params = [p for p in model.heads.parameters() if p.requires_grad]
-    shared = model.shared_parameters()
+    encoder = model.encoder_parameters()  # the shared encoder and any task's own top layers
     table = model.encoder.get_input_embeddings().weight
     by_rows = table.requires_grad and row_embedding_update(config.embedding_update, table.device)
-    groups = [{"params": [p for p in shared if not (by_rows and p is table)], "lr": config.lr}]
+    groups = [{"params": [p for p in encoder if not (by_rows and p is table)], "lr": config.lr}]
     if by_rows:
         groups.append({"params": [table], "lr": config.lr, "rows": True})
     groups.append({"params": head_params, "lr": config.head_lr or config.lr})
