@@ -1,7 +1,7 @@
 """How prediction runs the models: texts tokenised once per pair mode, each distinct sentence
-embedded once per model (the PredictionCache; once per model and task where each task has its own
-top layers), and outputs computed over length-sorted batches
-at the model's training precision."""
+embedded once per model (the PredictionCache; once per model and task where each task has its
+own top layers), and outputs computed over length-sorted batches at the model's training
+precision."""
 
 from __future__ import annotations
 

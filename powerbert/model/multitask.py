@@ -198,6 +198,12 @@ class MultitaskBert(nn.Module):
         layers (what trains at the encoder's learning rate; what bf16 passes copy)."""
         return self.shared_parameters() + [p for p in self.task_layers.parameters() if p.requires_grad]
 
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """What the model holds for `task` alone: its head and its own top layers, if any."""
+        own = [self.heads[task]] if task in self.heads else []
+        own += [self.task_layers[task]] if task in self.task_layers else []
+        return [p for module in own for p in module.parameters()]
+
     def embed(self, inputs: dict[str, torch.Tensor], task: str | None = None) -> torch.Tensor:
         """Pooled sentence embeddings [B, H] for padded inputs, through `task`'s own top layers
         when the model has them (`task` is then required)."""

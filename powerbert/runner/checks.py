@@ -3,9 +3,10 @@
 `check_settings` is the one check that `powerbert run`, `powerbert train`, the dashboard's
 new-experiment form and the supervisor (before it starts a worker) all call: each setting's
 type, choice and range (powerbert.config.check_config), every task's files and headers, the
-model (found, with a tokenizer, long enough for max_length, deeper than task_layers), and the GPUs asked for against the
-ones torch can use here. A problem raises a UserError naming the setting, file or device;
-what passes returns the notes worth showing (rows --skip-bad-rows will skip).
+model (found, with a tokenizer, long enough for max_length, deeper than task_layers), and the
+GPUs asked for against the ones torch can use here. A problem raises a UserError naming the
+setting, file or device; what passes returns the notes worth showing (rows --skip-bad-rows will
+skip).
 """
 
 from __future__ import annotations

@@ -219,9 +219,7 @@ def _measure(config: TrainConfig, tasks: tuple[str, ...], threads: int) -> tuple
                 subset = tasks[:k]
                 surgery_s[str(k)] = max(0.0, _multitask_step_s(surgical, streams, subset, device) - _multitask_step_s(step, streams, subset, device))
         parameter_bytes = sum(p.numel() * 4 for p in model.parameters())
-        own = {t: [*(model.heads[t].parameters() if t in model.heads else ()), *(model.task_layers[t].parameters() if t in model.task_layers else ())]
-               for t in tasks}
-        task_bytes = {t: sum(p.numel() * 4 for p in params) for t, params in own.items()}
+        task_bytes = {t: sum(p.numel() * 4 for p in model.task_parameters(t)) for t in tasks}
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
             ckpt.atomic_save_tensors(Path(folder) / "probe.safetensors", model.state_dict(), {"kind": "probe"})
